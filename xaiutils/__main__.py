@@ -1,0 +1,68 @@
+"""Command line: ``python -m xaiutils run NOTEBOOK --preset smoke -p NAME VALUE ... --out RUN_DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .presets import preset_names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m xaiutils", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="execute one notebook through papermill into a run folder")
+    run.add_argument("notebook", help="a name in notebooks/ (e.g. 00_overview) or a path to a py:percent file")
+    run.add_argument("--preset", default="smoke", choices=preset_names())
+    run.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="override a notebook parameter; VALUE is read as YAML (3, 0.5, [1, 2], null, text)",
+    )
+    run.add_argument("--out", default=None, help="run folder (default: runs/<preset>/<notebook>)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    run.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: python3)")
+
+    commands.add_parser("setup-weights", help="place torchvision's MobileNetV2 ImageNet file in the torch hub cache")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        from .runs import parse_value, run_notebook
+
+        parameters = {name: parse_value(value) for name, value in args.parameter}
+        for reserved in ("preset", "out_dir"):
+            if reserved in parameters:
+                print(f"error: set {reserved} with --{reserved.split('_')[0]}, not -p", file=sys.stderr)
+                return 2
+        try:
+            out = run_notebook(
+                args.notebook,
+                out_dir=args.out,
+                preset=args.preset,
+                parameters=parameters,
+                kernel_name=args.kernel,
+                overwrite=args.overwrite,
+            )
+        except (ValueError, FileNotFoundError, FileExistsError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(out)
+        return 0
+    if args.command == "setup-weights":
+        from .weights import place_mobilenet_v2
+
+        print(place_mobilenet_v2())
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

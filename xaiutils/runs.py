@@ -1,0 +1,193 @@
+"""Run folders and the papermill runner behind ``python -m xaiutils run``.
+
+A *run folder* holds one executed notebook (``<name>.ipynb``), everything that notebook wrote, and ``run.json``
+(notebook, preset, parameters, timing, package versions). It is built under a temporary name and renamed into
+place only when the notebook finished without error, so a crash never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import versions
+from .presets import preset_names
+
+RUNS_ENV = "XAIBENCH_RUNS"
+NOTEBOOK_FORMAT = "py:percent"
+
+
+def project_root() -> Path | None:
+    """The repository checkout this package belongs to (the folder holding ``_toc.yml``), if any."""
+    candidates = [Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parent.parent]
+    for folder in candidates:
+        if (folder / "_toc.yml").is_file() and (folder / "xaiutils").is_dir():
+            return folder
+    return None
+
+
+def runs_root() -> Path:
+    """Where run folders go: ``$XAIBENCH_RUNS`` if set, else ``runs/`` in the checkout, else ``./runs``."""
+    if os.environ.get(RUNS_ENV):
+        return Path(os.environ[RUNS_ENV])
+    root = project_root()
+    return (root if root is not None else Path.cwd()) / "runs"
+
+
+def default_out_dir(preset: str, step: str) -> Path:
+    """The run folder a notebook uses when no ``out_dir`` is given: ``<runs root>/<preset>/<step>``."""
+    return runs_root() / preset / step
+
+
+def notebooks_dir() -> Path:
+    root = project_root()
+    if root is None:
+        raise FileNotFoundError("no repository checkout found (a folder with _toc.yml and xaiutils/)")
+    return root / "notebooks"
+
+
+def available_notebooks() -> list[str]:
+    try:
+        return sorted(path.stem for path in notebooks_dir().glob("[0-9]*.py"))
+    except FileNotFoundError:
+        return []
+
+
+def find_notebook(name: str | os.PathLike) -> Path:
+    """Resolve a notebook given as a path or as a name in ``notebooks/`` (``00_overview`` or ``00_overview.py``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    stem = path.name.removesuffix(".py")
+    try:
+        candidate = notebooks_dir() / f"{stem}.py"
+    except FileNotFoundError:
+        candidate = None
+    if candidate is not None and candidate.is_file():
+        return candidate
+    raise FileNotFoundError(
+        f"notebook {str(name)!r} not found; available notebooks: {', '.join(available_notebooks()) or 'none'}"
+    )
+
+
+def parse_value(text: str) -> Any:
+    """Parse a ``-p NAME VALUE`` value as YAML (``3`` → int, ``0.5`` → float, ``[1, 2]`` → list, ``null``)."""
+    return yaml.safe_load(text)
+
+
+def read_notebook(path: Path):
+    """Read a py:percent notebook into an nbformat object (``.ipynb`` files are read as they are)."""
+    import jupytext
+
+    fmt = "ipynb" if path.suffix == ".ipynb" else NOTEBOOK_FORMAT
+    return jupytext.read(path, fmt=fmt)
+
+
+def notebook_parameters(notebook) -> list[str]:
+    """Names assigned in the cell tagged ``parameters`` (raises if the notebook has no such cell)."""
+    import ast
+
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            tree = ast.parse(cell.source)
+            names = []
+            for node in tree.body:
+                targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+                names += [target.id for target in targets if isinstance(target, ast.Name)]
+            return names
+    raise ValueError("notebook has no code cell tagged 'parameters'")
+
+
+def run_notebook(
+    notebook: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    preset: str = "smoke",
+    parameters: Mapping[str, Any] | None = None,
+    kernel_name: str = "python3",
+    overwrite: bool = False,
+    progress: bool = True,
+    cwd: str | os.PathLike | None = None,
+) -> Path:
+    """Execute ``notebook`` with papermill into the run folder ``out_dir`` and return that folder.
+
+    ``preset`` and ``out_dir`` are passed to the notebook as parameters, next to ``parameters``. Unknown
+    parameter names are refused before anything runs. The folder appears only if every cell succeeded; on
+    failure the executed notebook is kept beside it as ``<out_dir>.failed.ipynb`` for inspection.
+    """
+    import nbformat
+    import papermill
+
+    if preset not in preset_names():
+        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(preset_names())}")
+    path = find_notebook(notebook)
+    nb = read_notebook(path)
+    valid = notebook_parameters(nb)
+    parameters = dict(parameters or {})
+    unknown = sorted(set(parameters) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(map(repr, unknown))} for notebook {path.stem}; "
+            f"valid parameters: {', '.join(valid)}"
+        )
+    for required in ("preset", "out_dir"):
+        if required not in valid:
+            raise ValueError(f"notebook {path.stem} has no {required!r} parameter; every notebook needs one")
+
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(preset, path.stem)
+    out_dir = out_dir.absolute()
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"run folder {out_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    failed_copy = out_dir.with_name(out_dir.name + ".failed.ipynb")
+
+    # A bare py:percent file carries no kernel; papermill needs one to know the language.
+    nb.metadata.setdefault("kernelspec", {"name": kernel_name, "display_name": kernel_name, "language": "python"})
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    source = partial / f"{path.stem}.source.ipynb"
+    nbformat.write(nb, source)
+    executed = partial / f"{path.stem}.ipynb"
+    injected = {**parameters, "preset": preset, "out_dir": str(partial)}
+    started = time.time()
+    try:
+        papermill.execute_notebook(
+            str(source),
+            str(executed),
+            parameters=injected,
+            kernel_name=kernel_name,
+            progress_bar=progress,
+            cwd=str(cwd) if cwd is not None else None,
+        )
+    except BaseException:
+        if executed.exists():
+            shutil.copyfile(executed, failed_copy)
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    source.unlink()
+    record = {
+        "notebook": path.stem,
+        "preset": preset,
+        "parameters": parameters,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "seconds": round(time.time() - started, 2),
+        "versions": versions(),
+    }
+    (partial / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+    if out_dir.exists():  # overwrite: move the old folder aside first, then swap, then delete the old one
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, old / out_dir.name)
+        os.replace(partial, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(partial, out_dir)
+    failed_copy.unlink(missing_ok=True)
+    return out_dir

@@ -216,6 +216,14 @@ CONVERTERS = {"vgg16": _vgg16_from_torchvision, "resnet18": _resnet18_from_torch
 TORCHVISION_BUILDERS = {"vgg16": "vgg16", "resnet18": "resnet18", "mobilenet_v2": "mobilenet_v2"}
 
 
+def from_torchvision(backbone: str, reference: nn.Module) -> dict:
+    """A torchvision model's weights as a LesionNet state dict (with the ImageNet normalisation buffers)."""
+    state = CONVERTERS[backbone](reference)
+    state["mean"] = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    state["std"] = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return state
+
+
 def build_model(backbone: str = "vgg16", n_classes: int = 2, width: float = 1.0, dropout: float = 0.5,
                 seed: int | None = None) -> LesionNet:
     """A randomly initialised :class:`LesionNet` (seeded when ``seed`` is given) with safe ReLUs."""
@@ -261,7 +269,7 @@ def imagenet_state(backbone: str, width: float = 1.0, allow_download: bool = Tru
         reference = builder(weights=weights, progress=False)
     except (OSError, RuntimeError) as error:  # URLError is an OSError
         raise FileNotFoundError(f"{instructions} Download failed: {error}") from error
-    return CONVERTERS[backbone](reference)
+    return from_torchvision(backbone, reference)
 
 
 def load_state_checked(module: nn.Module, state: dict, what: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .presets import preset_names
 
@@ -27,6 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="run folder (default: runs/<preset>/<notebook>)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     run.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: python3)")
+
+    grid = commands.add_parser("grid", help="run the fine-tuning grid (source × k × seed) through notebook 3")
+    grid.add_argument("--preset", default="smoke", choices=preset_names())
+    grid.add_argument("--grid-file", default=None,
+                      help="YAML file with sources, n_pretrained_blocks and seeds (default: the preset's grid)")
+    grid.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                      help="a notebook-3 parameter passed to every cell (e.g. -p epochs 3)")
+    grid.add_argument("--out", default=None, help="grid folder (default: runs/<preset>/03_finetune/grid)")
 
     commands.add_parser("setup-weights", help="place torchvision's MobileNetV2 ImageNet file in the torch hub cache")
     return parser
@@ -55,6 +64,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         print(out)
+        return 0
+    if args.command == "grid":
+        import yaml
+
+        from .runs import parse_value, run_grid
+
+        spec = yaml.safe_load(Path(args.grid_file).read_text()) if args.grid_file else None
+        parameters = {name: parse_value(value) for name, value in args.parameter}
+        try:
+            table = run_grid(args.preset, out_dir=args.out, spec=spec, parameters=parameters)
+        except (ValueError, FileNotFoundError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(table.to_string(index=False))
         return 0
     if args.command == "setup-weights":
         from .weights import place_mobilenet_v2

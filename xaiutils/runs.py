@@ -191,3 +191,100 @@ def run_notebook(
         os.replace(partial, out_dir)
     failed_copy.unlink(missing_ok=True)
     return out_dir
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The fine-tuning grid: source × n_pretrained_blocks × seed, one papermill run of notebook 3 per cell.
+
+GRID_KEYS = ("sources", "n_pretrained_blocks", "seeds")
+
+
+def grid_cells(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Expand a grid spec into cells ``{"source", "n_pretrained_blocks", "seed"}``.
+
+    ``n_pretrained_blocks`` is either one list for every source or a mapping source → list (so that the
+    ``none`` source, which has nothing to transfer, can be run at k = 0 only).
+    """
+    missing = [key for key in GRID_KEYS if key not in spec]
+    if missing:
+        raise ValueError(f"grid spec lacks {', '.join(missing)}; a grid needs {', '.join(GRID_KEYS)}")
+    unknown = sorted(set(spec) - set(GRID_KEYS))
+    if unknown:
+        raise ValueError(f"unknown grid key(s) {', '.join(unknown)}; valid keys: {', '.join(GRID_KEYS)}")
+    cells = []
+    for source in spec["sources"]:
+        ks = spec["n_pretrained_blocks"]
+        if isinstance(ks, Mapping):
+            if source not in ks:
+                raise ValueError(f"n_pretrained_blocks gives no values for source {source!r}")
+            ks = ks[source]
+        for k in ks:
+            for seed in spec["seeds"]:
+                cells.append({"source": source, "n_pretrained_blocks": int(k), "seed": int(seed)})
+    return cells
+
+
+def cell_name(cell: Mapping[str, Any]) -> str:
+    return f"{cell['source']}-k{cell['n_pretrained_blocks']}-s{cell['seed']}"
+
+
+def is_finished(folder: Path, parameters: Mapping[str, Any]) -> bool:
+    """A run folder is finished when it holds ``run.json`` recorded with exactly these parameters."""
+    record = folder / "run.json"
+    if not record.is_file():
+        return False
+    recorded = json.loads(record.read_text()).get("parameters")
+    return recorded == json.loads(json.dumps(dict(parameters), default=str))
+
+
+def run_grid(
+    preset: str = "smoke",
+    out_dir: str | os.PathLike | None = None,
+    spec: Mapping[str, Any] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    notebook: str | os.PathLike = "03_finetune",
+    progress: bool = True,
+):
+    """Run every grid cell that is not finished yet, then collect ``accuracy.csv``; return that table.
+
+    Each cell is one run folder ``<out_dir>/<source>-k<k>-s<seed>``, built atomically by :func:`run_notebook`.
+    A cell whose folder holds ``run.json`` with the same parameters is skipped, so an interrupted grid resumes
+    where it stopped; a cell recorded with other parameters is run again and replaced. ``parameters`` are
+    passed to every cell (e.g. ``epochs``, ``data_dir``).
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .presets import resolve
+
+    spec = dict(spec) if spec is not None else resolve("grid", preset)
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(preset, "03_finetune") / "grid"
+    out_dir = out_dir.absolute()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in out_dir.glob(".*.partial-*"):  # an interrupted run's temporary folder
+        shutil.rmtree(leftover, ignore_errors=True)
+
+    cells = grid_cells(spec)
+    executed = []
+    for cell in tqdm(cells, desc="grid", disable=not progress):
+        cell_parameters = {**dict(parameters or {}), **cell, "grid": False}
+        folder = out_dir / cell_name(cell)
+        if is_finished(folder, cell_parameters):
+            continue
+        run_notebook(notebook, out_dir=folder, preset=preset, parameters=cell_parameters, overwrite=True,
+                     progress=False)
+        executed.append(cell_name(cell))
+
+    rows = []
+    for cell in cells:
+        sidecar = json.loads((out_dir / cell_name(cell) / "model.json").read_text())
+        rows.append({**cell, "run": cell_name(cell), "model": sidecar["config"].get("model"),
+                     **{f"test_{key}": value for key, value in sidecar["metrics"]["test"].items()},
+                     "val_accuracy": sidecar["metrics"]["val"]["accuracy"],
+                     "best_epoch": sidecar["history"]["best_epoch"], "train_seconds": sidecar["history"]["seconds"]})
+    table = pd.DataFrame(rows)
+    partial = out_dir / f"accuracy.csv.partial-{os.getpid()}"
+    table.to_csv(partial, index=False)
+    os.replace(partial, out_dir / "accuracy.csv")
+    table.attrs["executed"] = executed
+    return table

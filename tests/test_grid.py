@@ -1,0 +1,104 @@
+"""The grid runner: expansion, skipping finished runs, resuming after an interruption."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from xaiutils import runs
+
+# Stands in for notebook 3: writes the sidecar a fine-tuning run writes, logs each execution, and fails on demand.
+FAKE_FINETUNE = textwrap.dedent(
+    """\
+    # %% tags=["parameters"]
+    preset = "smoke"
+    out_dir = None
+    grid = True
+    source = "none"
+    n_pretrained_blocks = 0
+    seed = 0
+    log_file = None
+    fail_on = None
+
+    # %%
+    import json
+    from pathlib import Path
+    with open(log_file, "a") as log:
+        log.write(f"{source}-k{n_pretrained_blocks}-s{seed}\\n")
+    if fail_on == f"{source}-k{n_pretrained_blocks}-s{seed}":
+        raise RuntimeError("simulated crash in the middle of the grid")
+    accuracy = 0.5 + 0.1 * n_pretrained_blocks
+    sidecar = {"config": {"model": "fake"}, "history": {"best_epoch": 1, "seconds": 0.1},
+               "metrics": {"val": {"accuracy": accuracy}, "test": {"accuracy": accuracy}}}
+    (Path(out_dir) / "model.json").write_text(json.dumps(sidecar))
+    """
+)
+
+SPEC = {"sources": ["imagenet", "none"], "n_pretrained_blocks": {"imagenet": [1, 3], "none": [0]}, "seeds": [0, 1]}
+
+
+def test_grid_expansion():
+    cells = runs.grid_cells(SPEC)
+    assert [runs.cell_name(cell) for cell in cells] == [
+        "imagenet-k1-s0", "imagenet-k1-s1", "imagenet-k3-s0", "imagenet-k3-s1", "none-k0-s0", "none-k0-s1"]
+    assert len(runs.grid_cells({"sources": ["a", "b"], "n_pretrained_blocks": [0, 1, 2], "seeds": [0]})) == 6
+    with pytest.raises(ValueError, match="lacks seeds"):
+        runs.grid_cells({"sources": ["a"], "n_pretrained_blocks": [0]})
+    with pytest.raises(ValueError, match="no values for source 'mri'"):
+        runs.grid_cells({"sources": ["mri"], "n_pretrained_blocks": {"none": [0]}, "seeds": [0]})
+
+
+@pytest.mark.slow
+def test_grid_skips_finished_runs_and_resumes_after_a_crash(tmp_path):
+    notebook = tmp_path / "fake_finetune.py"
+    notebook.write_text(FAKE_FINETUNE)
+    log = tmp_path / "executions.log"
+    out = tmp_path / "grid"
+    spec = {"sources": ["imagenet", "none"], "n_pretrained_blocks": {"imagenet": [1, 3], "none": [0]},
+            "seeds": [0]}
+
+    # First attempt crashes on the second cell: the first cell's run folder is complete, the second left nothing.
+    with pytest.raises(Exception, match="simulated crash"):
+        runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False,
+                      parameters={"log_file": str(log), "fail_on": "imagenet-k3-s0"})
+    assert (out / "imagenet-k1-s0" / "run.json").is_file()
+    assert not (out / "imagenet-k3-s0").exists()
+    assert log.read_text().split() == ["imagenet-k1-s0", "imagenet-k3-s0"]
+
+    # Resume: a finished cell is skipped only if its parameters match, so pass the same ones minus the crash.
+    table = runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False,
+                          parameters={"log_file": str(log), "fail_on": "imagenet-k3-s0-never"})
+    # Changed parameters invalidate the finished cell too: all three run.
+    assert log.read_text().split()[2:] == ["imagenet-k1-s0", "imagenet-k3-s0", "none-k0-s0"]
+    assert list(table["run"]) == ["imagenet-k1-s0", "imagenet-k3-s0", "none-k0-s0"]
+    assert table["test_accuracy"].round(6).tolist() == [0.6, 0.8, 0.5]
+    assert (out / "accuracy.csv").is_file()
+
+    # A third call with the same parameters executes nothing.
+    runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False,
+                  parameters={"log_file": str(log), "fail_on": "imagenet-k3-s0-never"})
+    assert len(log.read_text().split()) == 5
+    recorded = json.loads((out / "none-k0-s0" / "run.json").read_text())["parameters"]
+    assert recorded["grid"] is False and recorded["source"] == "none"
+    assert not list(out.glob(".*partial*")), "no temporary folders may remain"
+
+
+@pytest.mark.slow
+def test_grid_resume_with_identical_parameters_runs_only_missing_cells(tmp_path):
+    notebook = tmp_path / "fake_finetune.py"
+    notebook.write_text(FAKE_FINETUNE)
+    log = tmp_path / "executions.log"
+    out = tmp_path / "grid"
+    spec = {"sources": ["imagenet"], "n_pretrained_blocks": [1, 2, 3], "seeds": [0]}
+    parameters = {"log_file": str(log)}
+    runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
+    # Simulate an interruption that lost the last cell and left a temporary folder behind.
+    import shutil
+
+    shutil.rmtree(out / "imagenet-k3-s0")
+    (out / ".imagenet-k3-s0.partial-abc").mkdir()
+    runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
+    assert log.read_text().split() == ["imagenet-k1-s0", "imagenet-k2-s0", "imagenet-k3-s0", "imagenet-k3-s0"]
+    assert not (out / ".imagenet-k3-s0.partial-abc").exists()

@@ -6,7 +6,11 @@ logic they share, so that tests can reach it. Modules are small and flat:
 - ``presets``: the ``smoke`` and ``study`` parameter sets and how overrides combine with them;
 - ``runs``: run folders and the papermill runner behind ``python -m xaiutils run``;
 - ``weights``: placing pre-trained weight files in the torch hub cache;
-- ``data``: MRI volumes, slices, synthetic lesions, dataset I/O and cards.
+- ``data``: MRI volumes, slices, pseudo-subjects, dataset I/O and cards; ``lesions``: the lesion generators;
+  ``fetch``: the IXI download;
+- ``models``: backbones cut into blocks, pre-trained weight sources, freezing; ``train``: the fitting loop;
+  ``pretrain``: the MRI-domain pre-training data;
+- ``explain``: the attribution-method registry and model-free baselines; ``metrics``: scores against the masks.
 """
 
 from __future__ import annotations

@@ -20,13 +20,29 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "n_slices_shown": 8,
         },
         "data": {
+            # volumes: "mni152" (pseudo-subjects from nilearn's template), "ixi" (fetched IXI T1), or a folder
             "source": "mni152",
-            "n_subjects": 24,
-            "slices_per_subject": 12,
-            "image_size": 64,
-            "min_brain_fraction": 0.6,
-            "task": "shape",
-            "split_fractions": (0.6, 0.2, 0.2),
+            "n_subjects": 48,
+            "slices_per_subject": 16,  # distinct axial levels per subject, drawn from the band
+            "image_size": 64,  # pixels per side
+            "min_brain_fraction": 0.6,  # axial band: slices with >= 60 % of the largest slice's brain area
+            "task": "shape",  # "shape": regular vs irregular lesions; "presence": lesions vs none
+            "n_lesions": (1, 2),  # lesions per image (inclusive)
+            "radius_range": (4.0, 8.0),  # equivalent lesion radius, pixels
+            "max_aspect": 1.5,  # ellipse aspect ratio drawn from [1, max_aspect]
+            "irregularity": 0.4,  # RMS relative boundary modulation of irregular lesions
+            "lesion_contrast": (0.3, 0.6),  # additive offset, in units of the slice's brain intensity range
+            "edge_softness": 1.0,  # soft-edge ramp width, pixels (0: hard edges)
+            "min_gap": 1.0,  # pixels between lesions
+            "placement": "brain",  # "brain" or "white_matter"
+            # pseudo-subjects (source "mni152" only): simulated variability of one anatomy
+            "deformation_mm": 5.0,  # SD of the B-spline deformation's control-point coefficients (mm)
+            "rotation_deg": 5.0,  # in-plane rotation drawn from +- this
+            "scale_jitter": 0.05,  # isotropic scaling drawn from 1 +- this
+            "contrast_jitter": 0.15,  # SD of log gamma of the intensity curve
+            "bias_field": 0.2,  # SD of the B-spline coefficients of the smooth log bias field
+            "noise": 0.02,  # Rician noise SD, relative to bright brain tissue
+            "split_fractions": (0.6, 0.2, 0.2),  # train, val, test (by subject)
             "seed": 0,
         },
     },
@@ -43,6 +59,20 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "image_size": 224,
             "min_brain_fraction": 0.6,
             "task": "shape",
+            "n_lesions": (1, 2),
+            "radius_range": (14.0, 28.0),  # the smoke radii scaled by 224 / 64
+            "max_aspect": 1.5,
+            "irregularity": 0.4,
+            "lesion_contrast": (0.3, 0.6),
+            "edge_softness": 3.0,
+            "min_gap": 3.0,
+            "placement": "brain",
+            "deformation_mm": 5.0,
+            "rotation_deg": 5.0,
+            "scale_jitter": 0.05,
+            "contrast_jitter": 0.15,
+            "bias_field": 0.2,
+            "noise": 0.02,
             "split_fractions": (0.6, 0.2, 0.2),
             "seed": 0,
         },
@@ -73,3 +103,74 @@ def resolve(step: str, preset: str = "smoke", **overrides: Any) -> dict[str, Any
         )
     params.update({key: value for key, value in overrides.items() if value is not None})
     return params
+
+
+# Model steps (notebooks 2 and 3, and the grid). Kept apart from the data sections above so that each step's
+# parameters read together.
+PRESETS["smoke"].update({
+    # Notebook 2: in-domain pre-training on lesion-free slices of pseudo-subjects disjoint from the benchmark's.
+    "pretrain": {
+        "backbone": "mobilenet_v2",  # the backbone whose ImageNet weights can be had offline
+        "width": 1.0,
+        "task": "level_band",  # predict which band of axial levels a slice comes from
+        "n_bands": 4,
+        "n_subjects": 24,
+        "slices_per_subject": 16,
+        "image_size": 64,
+        "epochs": 20,
+        "lr": 1e-3,
+        "batch_size": 32,
+        "patience": 5,
+        "seed": 1000,  # a seed stream apart from the benchmark's, so pseudo-subjects differ
+    },
+    # Notebook 3: one fine-tuning run (one grid cell).
+    "finetune": {
+        "backbone": "mobilenet_v2",
+        "width": 1.0,
+        "mode": "transfer",  # "transfer": blocks after k re-initialised; "finetune": all start pre-trained
+        "epochs": 25,
+        "lr": 1e-3,
+        "batch_size": 32,
+        "patience": 8,
+        "dropout": 0.2,
+        "weight_decay": 0.0,
+    },
+    "grid": {
+        "sources": ["imagenet", "mri", "none"],
+        # transfer mode: k = 0 means no pre-trained block, so "none" is run at k = 0 only
+        "n_pretrained_blocks": {"imagenet": [1, 3, 5], "mri": [1, 3, 5], "none": [0]},
+        "seeds": [0],
+    },
+})
+PRESETS["study"].update({
+    "pretrain": {
+        "backbone": "vgg16",
+        "width": 1.0,
+        "task": "level_band",
+        "n_bands": 4,
+        "n_subjects": 200,
+        "slices_per_subject": 20,
+        "image_size": 224,
+        "epochs": 30,
+        "lr": 1e-4,
+        "batch_size": 32,
+        "patience": 5,
+        "seed": 1000,
+    },
+    "finetune": {
+        "backbone": "vgg16",
+        "width": 1.0,
+        "mode": "transfer",
+        "epochs": 30,
+        "lr": 1e-4,
+        "batch_size": 32,
+        "patience": 5,
+        "dropout": 0.5,
+        "weight_decay": 0.0,
+    },
+    "grid": {
+        "sources": ["imagenet", "mri", "none"],
+        "n_pretrained_blocks": {"imagenet": [1, 2, 3, 4, 5], "mri": [1, 2, 3, 4, 5], "none": [0]},
+        "seeds": [0, 1, 2],
+    },
+})

@@ -147,6 +147,7 @@ def run_notebook(
         raise FileExistsError(f"run folder {out_dir} exists; pass overwrite=True (--overwrite) to replace it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    partial.chmod(0o755)  # mkdtemp makes it private; a run folder is meant to be shared like any other
     failed_copy = out_dir.with_name(out_dir.name + ".failed.ipynb")
 
     # A bare py:percent file carries no kernel; papermill needs one to know the language.

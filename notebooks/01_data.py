@@ -1,0 +1,278 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 1. Data: brain-MRI slices with synthetic lesions
+#
+# ## Overview
+#
+# The benchmark needs images whose class-relevant pixels are known exactly. We take real T1-weighted brain-MRI
+# anatomy, cut axial slices from it, and draw synthetic lesions into the brain. Only the lesions carry
+# information about the class, so each image's lesion mask is a **ground-truth explanation**: an attribution
+# method explains a correct classifier well when its map falls on the mask.
+#
+# - **Task `shape`** (default): class 0 has *regular* lesions (smooth ellipses), class 1 *irregular* lesions (the
+#   same ellipses with a noise-deformed boundary). Both classes draw lesion count, size, aspect ratio and contrast
+#   from the same distributions, and every image carries lesions, so every image has a non-empty ground truth.
+# - **Task `presence`**: lesions versus no lesions.
+#
+# **Where the anatomy comes from.** By default it is the MNI152 2009 T1 template {cite:p}`fonov2011mni` shipped
+# inside `nilearn` {cite:p}`abraham2014nilearn`, so this notebook runs offline. A template is *one* anatomy: our
+# **pseudo-subjects are simulated variability of that one anatomy**, not different people. Each is the template
+# under a random smooth (B-spline) deformation with a small rotation and scaling, a random intensity curve, a
+# smooth bias field and Rician noise, all drawn from the seed. The reference study
+# {cite:p}`oliveira2024benchmarking` used slices of real subjects' scans; with `source` set to a folder of T1
+# NIfTI volumes (or to `"ixi"` after `xaiutils.fetch.fetch_ixi()` has downloaded the IXI collection) this
+# notebook uses real subjects instead, one volume per subject.
+#
+# **Our choices.** Image sizes, numbers of subjects and slices, lesion count, radius range, contrast, edge
+# softness, irregularity and the pseudo-subject variability are our choices, set in `xaiutils.presets` and
+# overridable below. They are not the reference study's values, which we do not have.
+#
+# ## Prerequisites
+#
+# | Concept | Importance |
+# | --- | --- |
+# | Notebook 0 (`00_overview`): the template, its brain mask and the band of axial levels | necessary |
+# | Ground-truth explanations (why a known mask lets us score attribution maps) | helpful |
+# | Subject-wise data splits (why no subject may appear in two splits) | helpful |
+#
+# ## Time to run
+#
+# About 10–20 seconds on 2 CPU cores at the `smoke` preset (64² images, a few hundred slices). The `study` preset
+# (224² images, 4 000 slices) takes a few minutes on a CPU; no GPU is needed for this step.
+
+# %%
+import json
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from xaiutils import data, lesions, presets, runs
+
+# %% tags=["parameters"]
+# Parameter set: "smoke" (CPU, minutes) or "study" (the reference study's scale, GPU).
+preset = "smoke"
+# Volumes: "mni152" (pseudo-subjects from nilearn's template), "ixi" (IXI T1, fetched beforehand with
+# xaiutils.fetch.fetch_ixi()), or a folder of T1 NIfTI volumes (None: preset value, "mni152").
+source = None
+# Number of (pseudo-)subjects; with a folder, a random subset of this size (None: preset value).
+n_subjects = None
+# Distinct axial levels drawn per subject from the band with enough brain (None: preset value).
+slices_per_subject = None
+# Side of the square images in pixels (None: preset value, 64 for smoke, 224 for study).
+image_size = None
+# "shape": regular vs irregular lesions; "presence": lesions vs none (None: preset value, "shape").
+task = None
+# Lesions per image as an inclusive range [low, high] (None: preset value).
+n_lesions = None
+# Equivalent lesion radius sqrt(area / pi) in pixels, [low, high] (None: preset value).
+radius_range = None
+# Additive lesion intensity, in units of the slice's brain intensity range, [low, high] (None: preset value).
+lesion_contrast = None
+# Width in pixels of the lesion masks' soft edge; 0 gives hard edges (None: preset value).
+edge_softness = None
+# RMS relative modulation of the irregular lesions' boundary radius (None: preset value).
+irregularity = None
+# Where lesions may go: "brain" (inside the brain mask) or "white_matter" (None: preset value, "brain").
+placement = None
+# Seed of everything random in this notebook (None: preset value, 0).
+seed = None
+# Run folder for this notebook's outputs (None: runs/<preset>/01_data in the checkout).
+out_dir = None
+
+# %%
+config = presets.resolve(
+    "data", preset, source=source, n_subjects=n_subjects, slices_per_subject=slices_per_subject,
+    image_size=image_size, task=task, n_lesions=n_lesions, radius_range=radius_range,
+    lesion_contrast=lesion_contrast, edge_softness=edge_softness, irregularity=irregularity,
+    placement=placement, seed=seed,
+)
+out_dir = Path(out_dir) if out_dir is not None else runs.default_out_dir(preset, "01_data")
+out_dir.mkdir(parents=True, exist_ok=True)
+dataset_dir = out_dir / "dataset"
+pd.Series({key: str(value) for key, value in config.items()}, name="value").to_frame()
+
+# %% [markdown]
+# ## Pseudo-subjects: one anatomy, simulated variability
+#
+# The same axial level of the template and of four pseudo-subjects. Differences in shape, brightness, shading
+# and noise are what the deformation, intensity curve, bias field and noise produce; the anatomy underneath is
+# always the template's. (With real volumes as the source, this figure shows the template alone for reference.)
+
+# %%
+size = int(config["image_size"])
+template = data.template_anatomy(size, float(config["min_brain_fraction"]))
+level = template.band[len(template.band) // 2]
+variability = data.variability(config)
+shown = [data.sample_slices(template, [level], size)[0][0]]
+pseudo_seeds = np.random.SeedSequence(int(config["seed"])).spawn(4)
+if config["source"] == "mni152":
+    shown += [data.sample_slices(template, [level], size, np.random.default_rng(s), variability)[0][0]
+              for s in pseudo_seeds]
+titles = ["template", *[f"pseudo-subject {i + 1}" for i in range(len(shown) - 1)]]
+fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 3.0), squeeze=False)
+for ax, image, title in zip(axes[0], shown, titles, strict=True):
+    im = ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="intensity (brain-scaled)")
+fig.suptitle(f"Axial level z = {data.level_to_mm(level, template.affine):.0f} mm (MNI), {size}² pixels")
+fig.savefig(out_dir / "pseudo_subjects.png", dpi=120)
+
+# %% [markdown]
+# ## The two lesion shapes
+#
+# Each lesion is drawn from an equivalent radius `r` (area π r²), an aspect ratio and an orientation; irregular
+# lesions add smooth random lobes to the boundary and are rescaled to the same expected area. *Solidity* (area
+# over convex-hull area) is 1 for convex shapes and drops with dents, so it separates the two shapes; it is a
+# check on the generators, not a feature the classifier is given. Contours mark the mask binarised at 0.5.
+
+# %%
+params = data.lesion_params(config)
+rng = np.random.default_rng(int(config["seed"]))
+fig, axes = plt.subplots(2, 5, figsize=(11, 5.4))
+for row, shape in enumerate(lesions.SHAPES):
+    for column, ax in enumerate(axes[row]):
+        lesion = lesions.sample_lesion(shape, params, rng)
+        half, mask = lesions.local_mask(lesion, params.edge_softness)
+        extent = [-half - 0.5, half + 0.5, half + 0.5, -half - 0.5]
+        im = ax.imshow(mask, cmap="magma", vmin=0, vmax=1, extent=extent)
+        ax.contour(np.arange(-half, half + 1), np.arange(-half, half + 1), mask, levels=[0.5], colors="cyan",
+                   linewidths=0.8)
+        ax.set_title(f"{shape}, r = {lesion.radius:.1f} px\nsolidity {lesions.solidity(mask >= 0.5):.2f}",
+                     fontsize=8)
+        ax.set_xlabel("column offset (pixels)", fontsize=7)
+        if column == 0:
+            ax.set_ylabel("row offset (pixels)", fontsize=7)
+        ax.tick_params(labelsize=6)
+fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.7, label="soft mask value")
+fig.savefig(out_dir / "lesion_shapes.png", dpi=120)
+
+# %% [markdown]
+# ## Generating the dataset
+#
+# `xaiutils.data.make_benchmark` draws the slices, places the lesions (inside the brain mask, not overlapping,
+# every pixel of a lesion's soft edge included), splits the subjects into train/validation/test with balanced
+# classes, and writes everything atomically into one folder: NIfTI stacks for neuroimaging viewers, a NumPy
+# array cache for training, a metadata table with one row per image, a per-lesion table, and a dataset card with
+# the parameters, seed, software versions and a content hash. The same parameters and seed give the same hash.
+
+# %%
+started = time.perf_counter()
+data.make_benchmark(dataset_dir, preset, overwrite=True, **config)
+seconds = time.perf_counter() - started
+bench = data.load_benchmark(dataset_dir, verify=True)
+images, masks, labels, metadata, card = bench
+print(f"{len(bench)} images of {size}² pixels from {card['n_subjects']} subjects in {seconds:.1f} s "
+      f"({len(bench) / seconds:.0f} images/s, files included)")
+print(f"content hash: {card['content_hash']}")
+print(f"source: {card['source']['name']} ({card['source']['note']})")
+
+# %% [markdown]
+# ## Examples per class
+#
+# Red contours: lesion masks binarised at 0.5; cyan: the brain mask. Each row is one class.
+
+# %%
+class_names = card["class_names"]
+n_cols = 6
+fig, axes = plt.subplots(2, n_cols, figsize=(2.2 * n_cols, 5.0), squeeze=False)
+pick = np.random.default_rng(int(config["seed"]))
+for label, name in enumerate(class_names):
+    rows = np.flatnonzero(labels == label)
+    for ax, index in zip(axes[label], np.sort(pick.choice(rows, min(n_cols, len(rows)), replace=False)),
+                         strict=False):
+        im = ax.imshow(images[index], cmap="gray", vmin=0, vmax=max(1.0, float(np.percentile(images, 99.9))))
+        ax.contour(bench.brain_masks[index], levels=[0.5], colors="tab:cyan", linewidths=0.5)
+        if masks[index].max() >= 0.5:
+            ax.contour(masks[index], levels=[0.5], colors="red", linewidths=0.8)
+        meta = metadata.iloc[index]
+        ax.set_title(f"{name}\n{meta['subject']}, z = {meta['z_mm']:.0f} mm", fontsize=8)
+        ax.set_axis_off()
+fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.7, label="intensity (brain-scaled)")
+fig.savefig(out_dir / "examples.png", dpi=120)
+
+# %% [markdown]
+# ## Lesion properties per class
+#
+# The classes should differ in lesion *shape* only. Lesion area (per image, all lesions together) and contrast
+# follow the same distributions in both classes, while solidity separates them. With the `presence` task only the
+# class with lesions appears here.
+
+# %%
+with_lesions = metadata[metadata["n_lesions"] > 0]
+properties = [("lesion_area_mm2", "lesion area per image (mm²)"), ("contrast", "mean lesion contrast (a.u.)"),
+              ("solidity", "mean lesion solidity")]
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+for ax, (column, label) in zip(axes, properties, strict=True):
+    bins = np.linspace(with_lesions[column].min(), with_lesions[column].max(), 25)
+    for name in class_names:
+        group = with_lesions[with_lesions["class_name"] == name]
+        if len(group):
+            ax.hist(group[column], bins=bins, alpha=0.6, label=name)
+    ax.set(xlabel=label, ylabel="images")
+    ax.legend(fontsize=8)
+fig.suptitle("Lesion properties per class")
+fig.tight_layout()
+fig.savefig(out_dir / "lesion_properties.png", dpi=120)
+with_lesions.groupby("class_name")[["n_lesions", "lesion_area_px", "lesion_area_mm2", "contrast", "solidity"]].agg(
+    ["mean", "std"]).round(3)
+
+# %% [markdown]
+# ## Splits
+#
+# Subjects, not slices, are split, so no subject's anatomy appears in two splits; within each split the classes
+# are balanced.
+
+# %%
+counts = (metadata.groupby(["split", "class_name"]).size().unstack("class_name")
+          .reindex(index=list(data.SPLITS), columns=class_names).fillna(0).astype(int))
+subjects = metadata.groupby("split")["subject"].nunique().reindex(list(data.SPLITS))
+fig, ax = plt.subplots(figsize=(6, 3.4))
+counts.plot.bar(ax=ax, rot=0)
+for position, split in enumerate(data.SPLITS):
+    ax.annotate(f"{subjects[split]} subjects", (position, counts.loc[split].max()), ha="center",
+                va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+ax.set(xlabel="split", ylabel="images", title="Images per split and class")
+ax.legend(title="class")
+ax.set_ylim(0, counts.to_numpy().max() * 1.15)
+fig.tight_layout()
+fig.savefig(out_dir / "splits.png", dpi=120)
+assert metadata.groupby("subject")["split"].nunique().max() == 1, "a subject appears in two splits"
+counts.assign(subjects=subjects)
+
+# %% [markdown]
+# The metadata table has one row per image; later notebooks join scores to it by the `image` column.
+
+# %%
+metadata.head()
+
+# %%
+summary = {"preset": preset, "dataset": "dataset", "seconds": round(seconds, 2),
+           "content_hash": card["content_hash"], "n_images": len(bench), "counts": card["counts"]}
+(out_dir / "data_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+# %% [markdown]
+# ## Summary
+#
+# - The dataset folder `dataset/` in this run folder holds the images, soft lesion masks (binarise at 0.5),
+#   brain masks, labels and metadata; its card records the parameters, seed, versions and content hash. Later
+#   notebooks read it from `runs/<preset>/01_data/dataset`.
+# - With the default source the subjects are pseudo-subjects: simulated variability of one template anatomy,
+#   not real people. Real volumes can replace them through the `source` parameter.
+# - The classes differ in lesion shape only; size and contrast distributions match, and a simple shape statistic
+#   (solidity) separates them, so the task is learnable from the lesion pixels alone.
+# - Sizes, lesion parameters and pseudo-subject variability are our choices, not the reference study's.

@@ -174,3 +174,30 @@ PRESETS["study"].update({
         "seeds": [0, 1, 2],
     },
 })
+
+
+# Notebook 4: explanations scored against the lesion masks.
+CHEAP_METHODS = ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "gradient_shap", "deeplift",
+                 "guided_backprop", "grad_cam", "occlusion"]
+BASELINE_METHODS = ["sobel", "laplace", "random", "input"]
+PRESETS["smoke"]["explain"] = {
+    "methods": CHEAP_METHODS + BASELINE_METHODS,
+    "metrics": ["emd_score", "importance_mass_accuracy", "topk_precision", "pointing_game", "roc_auc"],
+    "n_test_images": 24,  # class-balanced sample of the test split, the same for every run
+    "n_images_costly": 8,  # LIME / KernelSHAP / Shapley sampling run on this many of them
+    "resolution": 32,  # scoring resolution (sum-pooled); exact EMD at 64² would take ~10× longer on the CPU
+    "selection": "correct",  # "correct" (per run), "correct_all" (correct for every run) or "all"
+    "n_boot": 1000,
+    "seed": 0,
+}
+PRESETS["study"]["explain"] = {
+    "methods": CHEAP_METHODS + ["deeplift_shap", "deconvolution", "guided_grad_cam", "lrp", "lime", "kernel_shap"]
+    + BASELINE_METHODS,
+    "metrics": ["emd_score", "importance_mass_accuracy", "topk_precision", "pointing_game", "roc_auc"],
+    "n_test_images": 1000,
+    "n_images_costly": 100,  # perturbation methods: ~4 images/s on an H200 at 224², so a subset
+    "resolution": 64,  # the convention of the sibling benchmark XAI-TRIS
+    "selection": "correct",
+    "n_boot": 1000,
+    "seed": 0,
+}

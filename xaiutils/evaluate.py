@@ -1,0 +1,123 @@
+"""Explanation performance of trained runs: attribution maps scored against the lesion masks, per image.
+
+The result is a tidy table, one row per model run × method × image, carrying the scores, the reason a score is
+missing, the image's correctness under that model, its label and lesion properties. Aggregation comes after, on
+a chosen selection of images (:func:`aggregate`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import explain, metrics, models
+
+SELECTIONS = ("correct", "correct_all", "all")
+LESION_COLUMNS = ("label", "class_name", "n_lesions", "lesion_area_px", "contrast", "solidity", "subject", "level")
+
+
+def load_run(run_dir: str | Path):
+    """``(model, sidecar, predictions)`` of a fine-tuning run folder written by notebook 3."""
+    run_dir = Path(run_dir)
+    sidecar = json.loads((run_dir / "model.json").read_text())
+    config = sidecar["config"]
+    model = models.load_model(run_dir / "model.pt", config["backbone"], width=config["width"])
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    return model, sidecar, predictions
+
+
+def test_images(bench, n_images: int | None, seed: int = 0) -> np.ndarray:
+    """Indices of the test images to explain: all of them, or a seeded, class-balanced sample of ``n_images``."""
+    rows = bench.indices("test")
+    if n_images is None or n_images >= len(rows):
+        return rows
+    rng = np.random.default_rng(seed)
+    per_class = [rng.permutation(rows[bench.labels[rows] == label]) for label in np.unique(bench.labels[rows])]
+    picked = np.concatenate([group[: int(np.ceil(n_images / len(per_class)))] for group in per_class])
+    return np.sort(picked[:n_images])
+
+
+def explain_run(run_dir, bench, images: np.ndarray, methods, metric_names, resolution: int = 64,
+                batch_size: int = 32, seed: int = 0, n_jobs: int = -1, maps_out: dict | None = None,
+                n_images_costly: int | None = None) -> pd.DataFrame:
+    """Tidy scores of one run: every method (and baseline) on ``images`` (dataset indices), targets = true labels.
+
+    Methods of cost class ``costly`` (LIME, KernelSHAP, Shapley sampling) run on the first ``n_images_costly``
+    images only, when that is set: at 224² they take seconds per image.
+
+    A method that does not apply to the backbone gives rows with NaN scores and the reason. ``maps_out``, when
+    given, receives ``{method: maps}`` for figures.
+    """
+    model, sidecar, predictions = load_run(run_dir)
+    config = sidecar["config"]
+    correct = predictions.set_index("image")["correct"].reindex(images).to_numpy()
+    if np.isnan(correct.astype(float)).any():
+        raise ValueError(f"run {run_dir} has no prediction for some of the requested images")
+    frames = []
+    for method in tqdm(methods, desc=f"methods ({Path(run_dir).name})", leave=False):
+        costly = explain.METHODS[explain.resolve_method(method)].cost == "costly"
+        used = slice(0, n_images_costly) if costly and n_images_costly is not None else slice(None)
+        x, targets, masks = bench.images[images[used]], bench.labels[images[used]], bench.masks[images[used]]
+        try:
+            maps = explain.attribute(model, x, targets, method, batch_size=batch_size, seed=seed)
+            scores = metrics.score_maps(maps, masks, metrics=metric_names, resolution=resolution, n_jobs=n_jobs)
+            if maps_out is not None:
+                maps_out[method] = maps
+        except explain.NotApplicable as reason:
+            scores = pd.DataFrame({name: np.nan for name in metric_names}, index=range(len(x)))
+            scores["reason"] = f"not applicable: {reason}"
+        scores.insert(0, "image", images[used])
+        scores["correct"] = correct[used].astype(bool)
+        scores.insert(1, "method", method)
+        scores.insert(2, "is_baseline", method in explain.BASELINES)
+        frames.append(scores)
+    table = pd.concat(frames, ignore_index=True)
+    for key in ("source", "n_pretrained_blocks", "seed", "model"):
+        table[key] = config[key]
+    table["run"] = Path(run_dir).name
+    properties = bench.metadata.set_index("image").loc[table["image"], list(LESION_COLUMNS)].reset_index(drop=True)
+    return pd.concat([table, properties], axis=1)
+
+
+def add_correct_for_all(table: pd.DataFrame) -> pd.DataFrame:
+    """Column ``correct_all``: the image is classified correctly by every run in the table."""
+    every = table.groupby("image")["correct"].all()
+    return table.assign(correct_all=table["image"].map(every).astype(bool))
+
+
+def select(table: pd.DataFrame, selection: str = "correct") -> pd.DataFrame:
+    if selection not in SELECTIONS:
+        raise ValueError(f"unknown selection {selection!r}; valid selections: {', '.join(SELECTIONS)}")
+    if selection == "all":
+        return table
+    return table[table[selection]]
+
+
+def bootstrap_ci(values, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean (NaNs dropped; NaN when fewer than two values)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def aggregate(table: pd.DataFrame, metric: str, selection: str = "correct", n_boot: int = 1000,
+              seed: int = 0) -> pd.DataFrame:
+    """Per run × method: mean score over the selected images, with a bootstrap CI over images."""
+    rows = []
+    keys = ["run", "source", "n_pretrained_blocks", "seed", "method", "is_baseline"]
+    for values, group in select(table, selection).groupby(keys, sort=False):
+        scores = group[metric].to_numpy(dtype=float)
+        low, high = bootstrap_ci(scores, n_boot=n_boot, seed=seed)
+        rows.append({**dict(zip(keys, values, strict=True)), "metric": metric, "selection": selection,
+                     "n_images": int(np.isfinite(scores).sum()), "mean": float(np.nanmean(scores))
+                     if np.isfinite(scores).any() else float("nan"), "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows)

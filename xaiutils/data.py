@@ -842,13 +842,9 @@ def write_benchmark(bench: Benchmark, out_dir: str | os.PathLike, overwrite: boo
         bench.lesions.to_csv(partial / "lesions.csv", index=False)
         (partial / CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")
         (partial / "README.md").write_text(_dataset_readme(card))
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / out_dir.name)
-            os.replace(partial, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(partial, out_dir)
+        from .runs import move_into_place
+
+        move_into_place(partial, out_dir)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

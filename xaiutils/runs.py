@@ -78,6 +78,18 @@ def find_notebook(name: str | os.PathLike) -> Path:
     )
 
 
+def move_into_place(partial: Path, target: Path) -> None:
+    """Rename the finished folder ``partial`` to ``target``; an existing ``target`` is moved aside first and
+    deleted only after the swap, so at every moment ``target`` is either the old or the new complete folder."""
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, old / target.name)
+        os.replace(partial, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(partial, target)
+
+
 def parse_value(text: str) -> Any:
     """Parse a ``-p NAME VALUE`` value as YAML (``3`` → int, ``0.5`` → float, ``[1, 2]`` → list, ``null``)."""
     return yaml.safe_load(text)
@@ -183,13 +195,7 @@ def run_notebook(
     }
     (partial / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
 
-    if out_dir.exists():  # overwrite: move the old folder aside first, then swap, then delete the old one
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, old / out_dir.name)
-        os.replace(partial, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(partial, out_dir)
+    move_into_place(partial, out_dir)
     failed_copy.unlink(missing_ok=True)
     return out_dir
 

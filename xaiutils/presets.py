@@ -201,3 +201,15 @@ PRESETS["study"]["explain"] = {
     "n_boot": 1000,
     "seed": 0,
 }
+
+
+# Notebook 5: explanation performance against pre-training, corrected for accuracy.
+for _name in PRESETS:
+    PRESETS[_name]["regression"] = {
+        "metric": "emd_score",
+        "selection": "correct",
+        # The smoke grid runs "none" at k = 0 only, so the source × k interaction is not estimable there.
+        "formula": "score ~ accuracy + C(source) + k" if _name == "smoke" else "score ~ accuracy + C(source) * k",
+        "n_boot": 1000,
+        "seed": 0,
+    }

@@ -39,6 +39,13 @@ FAKE_FINETUNE = textwrap.dedent(
 SPEC = {"sources": ["imagenet", "none"], "n_pretrained_blocks": {"imagenet": [1, 3], "none": [0]}, "seeds": [0, 1]}
 
 
+def fake_grid(tmp_path):
+    """The stand-in notebook, its execution log and the grid folder."""
+    notebook = tmp_path / "fake_finetune.py"
+    notebook.write_text(FAKE_FINETUNE)
+    return notebook, tmp_path / "executions.log", tmp_path / "grid"
+
+
 def test_grid_expansion():
     cells = runs.grid_cells(SPEC)
     assert [runs.cell_name(cell) for cell in cells] == [
@@ -52,10 +59,7 @@ def test_grid_expansion():
 
 @pytest.mark.slow
 def test_grid_skips_finished_runs_and_resumes_after_a_crash(tmp_path):
-    notebook = tmp_path / "fake_finetune.py"
-    notebook.write_text(FAKE_FINETUNE)
-    log = tmp_path / "executions.log"
-    out = tmp_path / "grid"
+    notebook, log, out = fake_grid(tmp_path)
     spec = {"sources": ["imagenet", "none"], "n_pretrained_blocks": {"imagenet": [1, 3], "none": [0]},
             "seeds": [0]}
 
@@ -87,10 +91,7 @@ def test_grid_skips_finished_runs_and_resumes_after_a_crash(tmp_path):
 
 @pytest.mark.slow
 def test_grid_resume_with_identical_parameters_runs_only_missing_cells(tmp_path):
-    notebook = tmp_path / "fake_finetune.py"
-    notebook.write_text(FAKE_FINETUNE)
-    log = tmp_path / "executions.log"
-    out = tmp_path / "grid"
+    notebook, log, out = fake_grid(tmp_path)
     spec = {"sources": ["imagenet"], "n_pretrained_blocks": [1, 2, 3], "seeds": [0]}
     parameters = {"log_file": str(log)}
     runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)

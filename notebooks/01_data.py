@@ -48,8 +48,8 @@
 #
 # ## Time to run
 #
-# About 10–20 seconds on 2 CPU cores at the `smoke` preset (64² images, a few hundred slices). The `study` preset
-# (224² images, 4 000 slices) takes a few minutes on a CPU; no GPU is needed for this step.
+# Seconds on 2 CPU cores at the `smoke` preset; minutes at the `study` preset, still without a GPU. The measured
+# time of the latest build is in {doc}`../book/reproducing`.
 
 # %%
 import json
@@ -61,6 +61,7 @@ import numpy as np
 import pandas as pd
 
 from xaiutils import data, lesions, presets, runs
+from xaiutils.book import glue
 
 # %% tags=["parameters"]
 # Parameter set: "smoke" (CPU, minutes) or "study" (the reference study's scale, GPU).
@@ -180,6 +181,10 @@ print(f"{len(bench)} images of {size}² pixels from {card['n_subjects']} subject
       f"({len(bench) / seconds:.0f} images/s, files included)")
 print(f"content hash: {card['content_hash']}")
 print(f"source: {card['source']['name']} ({card['source']['note']})")
+glue("n_images", len(bench))
+glue("n_subjects", card["n_subjects"])
+glue("image_size", size)
+glue("content_hash", card["content_hash"][:12])
 
 # %% [markdown]
 # ## Examples per class
@@ -268,6 +273,8 @@ summary = {"preset": preset, "dataset": "dataset", "seconds": round(seconds, 2),
 # %% [markdown]
 # ## Summary
 #
+# - This run made {glue:text}`n_images` images of {glue:text}`image_size` pixels a side from
+#   {glue:text}`n_subjects` subjects; its content hash begins with `{glue:text}`content_hash``.
 # - The dataset folder `dataset/` in this run folder holds the images, soft lesion masks (binarise at 0.5),
 #   brain masks, labels and metadata; its card records the parameters, seed, versions and content hash. Later
 #   notebooks read it from `runs/<preset>/01_data/dataset`.

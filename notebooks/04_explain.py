@@ -38,8 +38,9 @@
 #
 # ## Time to run
 #
-# A few minutes on 2 CPU cores at the `smoke` preset. At the `study` preset the exact EMD is the most expensive
-# step of the benchmark (about 0.3 s per 64² map on one core; see `benchmarks/emd_speed.py`).
+# A few minutes on 2 CPU cores at the `smoke` preset; the measured time of the latest build is in
+# {doc}`../book/reproducing`. At the `study` preset the exact EMD is the most expensive step of the benchmark
+# (`benchmarks/emd_speed.py` measures it per map on your machine).
 
 # %%
 import json
@@ -51,6 +52,7 @@ import pandas as pd
 from IPython.display import display
 
 from xaiutils import data, evaluate, explain, metrics, presets, runs
+from xaiutils.book import glue
 
 # %% tags=["parameters"]
 # Parameter set: "smoke" (CPU, minutes) or "study" (the reference study's scale, GPU).
@@ -191,6 +193,18 @@ fig.tight_layout()
 fig.savefig(out_dir / "score_distributions.png", dpi=110)
 
 # %%
+method_means = selected[~selected["method"].isin(explain.BASELINES)].groupby("method")[main_metric].mean()
+baseline_means = selected[selected["method"].isin(explain.BASELINES)].groupby("method")[main_metric].mean()
+glue("n_score_rows", len(scores))
+glue("n_images_explained", len(images))
+glue("resolution", config["resolution"])
+glue("main_metric", main_metric)
+glue("best_method", method_means.idxmax())
+glue("best_method_score", method_means.max())
+glue("best_baseline", baseline_means.idxmax())
+glue("best_baseline_score", baseline_means.max())
+glue("n_methods_scored", len(method_means))
+glue("n_methods_above_baselines", int((method_means > baseline_means.max()).sum()))
 summary = {"n_rows": len(scores), "resolution": config["resolution"], "selection": config["selection"],
            "best_run": best_run, "methods_not_applicable": not_applicable.index.tolist()}
 (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -202,7 +216,12 @@ summary = {"n_rows": len(scores), "resolution": config["resolution"], "selection
 #   tidy table `scores.csv` (one row per run × method × image) and `aggregates.csv` (per run × method, with
 #   bootstrap intervals) are in the run folder for notebook 5.
 # - At the `smoke` preset maps are scored at a reduced resolution (printed above) to keep exact EMD affordable on
-#   two CPU cores; the `study` preset scores at 64², the convention of XAI-TRIS {cite:p}`clark2024xaitris`.
+#   two CPU cores; the `study` preset scores at the convention of XAI-TRIS {cite:p}`clark2024xaitris`.
+# - In this build, {glue:text}`n_score_rows` scores were computed on {glue:text}`n_images_explained` test
+#   images at {glue:text}`resolution` pixels a side. By mean `{glue:text}`main_metric`` on correctly classified
+#   images, the best method is `{glue:text}`best_method`` ({glue:text}`best_method_score:.3f`) and the best
+#   model-free baseline `{glue:text}`best_baseline`` ({glue:text}`best_baseline_score:.3f`);
+#   {glue:text}`n_methods_above_baselines` of {glue:text}`n_methods_scored` methods beat every baseline.
 # - A method is only informative where it beats the model-free baselines; with the smoke preset's small models
 #   and images, the ranking shown here is a demonstration of the pipeline, not a finding.
 #

@@ -1,7 +1,10 @@
-"""The book build must fail when a notebook cell raises (and succeed when none does)."""
+"""The book build: it fails when a notebook cell raises; glued values reach other pages; launch buttons open
+notebooks (Binder: the paired .ipynb, Colab: the output-free copy the build writes)."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -34,7 +37,11 @@ NOTEBOOK = textwrap.dedent(
     preset = "smoke"
 
     # %%
+    from xaiutils.book import glue
+
     print("value:", 6 * 7)
+    glue("answer", 6 * 7)
+    glue("word", "forty-two")
     {extra}
     """
 )
@@ -45,7 +52,10 @@ def make_book(folder: Path, extra: str) -> Path:
     shutil.copy(ROOT / "_config.yml", folder / "_config.yml")
     (folder / "book").mkdir()
     shutil.copy(ROOT / "book" / "references.bib", folder / "book" / "references.bib")
-    (folder / "book" / "intro.md").write_text("# Intro\n\nA test book.\n")
+    shutil.copytree(ROOT / "book" / "_ext", folder / "book" / "_ext")
+    (folder / "book" / "intro.md").write_text(
+        "# Intro\n\nPasted: {glue:text}`../notebooks/tiny.py::answer:d` and {glue:text}`../notebooks/tiny.py::word:s`.\n"
+    )
     (folder / "notebooks").mkdir()
     (folder / "notebooks" / "tiny.py").write_text(NOTEBOOK.format(extra=extra))
     (folder / "_toc.yml").write_text(
@@ -69,6 +79,28 @@ def test_book_builds_and_executes_a_clean_notebook(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     page = (tmp_path / "_build" / "html" / "notebooks" / "tiny.html").read_text()
     assert "value: 42" in page, "the notebook was not executed during the build"
+    intro = (tmp_path / "_build" / "html" / "book" / "intro.html").read_text()
+    # (a cross-page reference needs a format spec: MyST-NB reads the text after the last colon as one)
+    assert re.search(r"Pasted: <span[^>]*>42</span> and <span[^>]*>forty-two</span>\.", intro), \
+        "glued values did not reach another page"
+
+
+@pytest.mark.slow
+def test_launch_buttons_open_notebooks_not_text(tmp_path):
+    result = build(make_book(tmp_path, extra=""))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    html = tmp_path / "_build" / "html"
+    page = (html / "notebooks" / "tiny.html").read_text()
+    links = set(re.findall(r'href="(https://[^"]+)"', page))
+    colab = [link for link in links if link.startswith("https://colab.research.google.com/")]
+    binder = [link for link in links if link.startswith("https://mybinder.org/")]
+    assert colab == ["https://colab.research.google.com/github/xai-mri-bench/xai-mri-bench/blob/gh-pages/"
+                     "_colab/notebooks/tiny.ipynb"], links
+    assert len(binder) == 1 and binder[0].endswith("urlpath=lab/tree/notebooks/tiny.ipynb"), binder
+    copy = json.loads((html / "_colab" / "notebooks" / "tiny.ipynb").read_text())
+    assert copy["cells"][0]["metadata"]["tags"] == ["colab-setup"]
+    assert all(not cell.get("outputs") for cell in copy["cells"] if cell["cell_type"] == "code")
+    assert any('print("value:", 6 * 7)' in "".join(cell["source"]) for cell in copy["cells"])
 
 
 @pytest.mark.slow

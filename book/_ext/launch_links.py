@@ -1,0 +1,65 @@
+"""Sphinx extension: launch buttons that open notebooks, not py:percent text.
+
+The notebooks are kept as py:percent files, so sphinx-book-theme's launch links point at ``.py`` files.
+- Binder: ``binder/postBuild`` pairs every notebook with an ``.ipynb``, so the link is pointed at that.
+- Colab opens only ``.ipynb`` files from GitHub: the build writes output-free copies (with a setup cell) to
+  ``_colab/notebooks/`` in the HTML folder, and the link points at them on the branch the HTML is published
+  to (``colab_branch``, default ``gh-pages``, which is where ``ghp-import`` puts a Jupyter Book).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from xaiutils.book import COLAB_DIR, write_colab_notebooks
+
+
+def _notebook_sources(app) -> dict[str, Path]:
+    """docname → source path of every py:percent notebook in the build."""
+    sources = {}
+    for docname in app.env.found_docs:
+        path = Path(app.env.doc2path(docname))
+        if path.suffix == ".py":
+            sources[docname] = path
+    return sources
+
+
+def _rewrite(buttons, docname: str, colab_base: str) -> None:
+    for button in buttons:
+        if not isinstance(button, dict):
+            continue
+        _rewrite(button.get("buttons", []), docname, colab_base)
+        url = button.get("url", "")
+        if button.get("text") == "Colab":
+            button["url"] = f"{colab_base}/{COLAB_DIR}/{docname}.ipynb"
+        elif button.get("text") == "Binder" and url.endswith(f"{docname}.py"):
+            button["url"] = url.removesuffix(".py") + ".ipynb"
+
+
+def fix_launch_buttons(app, pagename, templatename, context, doctree) -> None:
+    if pagename not in _notebook_sources(app) or "header_buttons" not in context:
+        return
+    repository = app.config.html_theme_options.get("repository_url", "").rstrip("/")
+    owner_repo = repository.removeprefix("https://github.com/")
+    colab_url = app.config.html_theme_options.get("launch_buttons", {}).get("colab_url", "").rstrip("/")
+    colab_base = f"{colab_url}/github/{owner_repo}/blob/{app.config.colab_branch}"
+    _rewrite(context["header_buttons"], pagename, colab_base)
+
+
+def write_copies(app, exception) -> None:
+    if exception is not None or app.builder.name != "html":
+        return
+    sources = _notebook_sources(app)
+    repository = app.config.html_theme_options.get("repository_url", "")
+    branch = app.config.html_theme_options.get("repository_branch", "main")
+    for docname, source in sources.items():
+        folder = Path(app.outdir, COLAB_DIR, docname).parent
+        write_colab_notebooks([source], folder, repository, branch)
+
+
+def setup(app):
+    app.add_config_value("colab_branch", "gh-pages", "html")
+    # after sphinx-book-theme has built the launch buttons (its priority is 501)
+    app.connect("html-page-context", fix_launch_buttons, priority=600)
+    app.connect("build-finished", write_copies)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

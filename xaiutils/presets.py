@@ -195,7 +195,7 @@ PRESETS["study"]["explain"] = {
     + BASELINE_METHODS,
     "metrics": ["emd_score", "importance_mass_accuracy", "topk_precision", "pointing_game", "roc_auc"],
     "n_test_images": 1000,
-    "n_images_costly": 100,  # perturbation methods: ~4 images/s on an H200 at 224², so a subset
+    "n_images_costly": 100,  # perturbation methods cost thousands of forward passes per image: a subset
     "resolution": 64,  # the convention of the sibling benchmark XAI-TRIS
     "selection": "correct",
     "n_boot": 1000,

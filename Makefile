@@ -6,11 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PRESET ?= smoke
 
-.PHONY: book test lint install clean help
+.PHONY: book test lint install clean help browser check-book
 
 help:
 	@echo "make book   - install, execute every notebook at the smoke preset, build the HTML book"
-	@echo "make test   - install, lint with ruff, run the test suite"
+	@echo "make test   - install (Chromium too, via make browser), lint with ruff, run the test suite"
+	@echo "make check-book - open the built book in headless Chromium; fail on blank pages, missing figures, broken links"
+	@echo "make browser    - apt-get install chromium and chromium-driver when missing (the browser tests need them)"
 	@echo "make clean  - remove the built book and the run folders"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -27,12 +29,33 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(PY) -m pytest
 
 book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . --builder html
 	@echo "Book built: $(CURDIR)/_build/html/index.html"
+
+# Debian's chromium + chromium-driver, for tests/test_bookcheck.py and check-book. Selenium is given both paths
+# (xaiutils/bookcheck.py), so it never downloads a driver. sudo only when not already root.
+CHROMIUM := /usr/bin/chromium
+CHROMEDRIVER := /usr/bin/chromedriver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:
+	@if [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ]; then \
+		echo "browser: $$($(CHROMIUM) --version 2>/dev/null)"; \
+	elif ! command -v apt-get >/dev/null; then \
+		echo "browser: no apt-get here; install Chromium and chromedriver at $(CHROMIUM) and $(CHROMEDRIVER)" \
+			"(the browser tests skip without them, and fail under CI=true)" >&2; \
+	else \
+		$(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver; \
+	fi
+
+# Needs a built book (`make book`); does not rebuild it. Screenshots go to _build/screenshots.
+check-book: $(STAMP) browser
+	$(PY) -m xaiutils check-book _build/html --screenshots _build/screenshots
 
 clean:
 	rm -rf _build runs

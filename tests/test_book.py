@@ -54,7 +54,8 @@ def make_book(folder: Path, extra: str) -> Path:
     shutil.copy(ROOT / "book" / "references.bib", folder / "book" / "references.bib")
     shutil.copytree(ROOT / "book" / "_ext", folder / "book" / "_ext")
     (folder / "book" / "intro.md").write_text(
-        "# Intro\n\nPasted: {glue:text}`../notebooks/tiny.py::answer:d` and {glue:text}`../notebooks/tiny.py::word:s`.\n"
+        "# Intro\n\nPasted: {glue:text}`../notebooks/tiny.py::answer:d` and "
+        "{glue:text}`../notebooks/tiny.py::word:s`.\n"
     )
     (folder / "notebooks").mkdir()
     (folder / "notebooks" / "tiny.py").write_text(NOTEBOOK.format(extra=extra))

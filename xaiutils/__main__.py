@@ -1,4 +1,7 @@
-"""Command line: ``python -m xaiutils run NOTEBOOK --preset smoke -p NAME VALUE ... --out RUN_DIR``."""
+"""Command line: ``python -m xaiutils run NOTEBOOK --preset smoke -p NAME VALUE ... --out RUN_DIR``.
+
+Also ``grid``, ``setup-weights`` and ``check-book [HTML_DIR] [--screenshots DIR]``.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--out", default=None, help="grid folder (default: runs/<preset>/03_finetune/grid)")
 
     commands.add_parser("setup-weights", help="place torchvision's MobileNetV2 ImageNet file in the torch hub cache")
+
+    check = commands.add_parser("check-book", help="open the built book in headless Chromium; exit 1 on blank pages, "
+                                                   "missing figures or broken internal links")
+    check.add_argument("html_dir", nargs="?", default="_build/html", help="the built site (default: _build/html)")
+    check.add_argument("--screenshots", default=None, metavar="DIR",
+                       help="folder for one PNG per page (default: screenshots/ beside HTML_DIR)")
     return parser
 
 
@@ -84,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(place_mobilenet_v2())
         return 0
+    if args.command == "check-book":
+        from .bookcheck import main as check_book_main
+
+        html_dir = Path(args.html_dir)
+        screenshots = args.screenshots or html_dir.resolve().parent / "screenshots"
+        return check_book_main(html_dir, screenshot_dir=screenshots)
     return 2
 
 

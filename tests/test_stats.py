@@ -96,3 +96,201 @@ def test_rank_deficient_grid_gives_a_clear_message():
         stats.fit_mixed(table)
     coefficients, _ = stats.fit_mixed(table, "score ~ accuracy + C(source) + k")
     assert "C(source)[T.none]" in set(coefficients["term"])
+
+
+def simulated_grid(truth, methods=("m0",), n_seeds: int = 8, run_sd: float = 0.0, noise: float = 0.02,
+                   seed: int = 0) -> pd.DataFrame:
+    """Runs over sources × k × seed with the given methods; score = truth(method, source, k, accuracy)
+    + run effect (shared by the run's methods) + noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for source in ("imagenet", "mri", "none"):
+        for k in range(6):
+            for run_seed in range(n_seeds):
+                accuracy = rng.uniform(0.6, 1.0)
+                run_effect = rng.normal(0, run_sd)
+                for method in methods:
+                    rows.append({"run": f"{source}-k{k}-s{run_seed}", "source": source, "k": k, "seed": run_seed,
+                                 "method": method, "accuracy": accuracy,
+                                 "score": truth(method, source, k, accuracy) + run_effect + rng.normal(0, noise)})
+    return pd.DataFrame(rows)
+
+
+# Method "A" scores 0.1 higher after MRI pre-training than after ImageNet; method "B" does not differ.
+PER_METHOD_TRUE = {
+    "A": {"Intercept": 0.2, "accuracy": 0.3, "C(source)[T.mri]": 0.1, "C(source)[T.none]": 0.0, "k": 0.02},
+    "B": {"Intercept": 0.2, "accuracy": 0.3, "C(source)[T.mri]": 0.0, "C(source)[T.none]": 0.0, "k": 0.02},
+}
+ADDITIVE = "score ~ accuracy + C(source) + k"
+
+
+def per_method_truth(method, source, k, accuracy):
+    true = PER_METHOD_TRUE[method]
+    return (true["Intercept"] + true["accuracy"] * accuracy + true["k"] * k
+            + (true["C(source)[T.mri]"] if source == "mri" else 0.0))
+
+
+def test_fit_by_method_recovers_each_methods_coefficients_and_pools():
+    # 11 interval checks: at seed 0 one 95 % interval misses (k of B), as 5.9 % of them did over seeds 0-39.
+    table = simulated_grid(per_method_truth, methods=("A", "B"), seed=1)
+    coefficients, fits = stats.fit_by_method(table, ADDITIVE)
+    assert fits["method"].tolist() == ["A", "B", "pooled"] and fits["error"].isna().all()
+    assert fits.set_index("method")["n"].to_dict() == {"A": 144, "B": 144, "pooled": 288}
+    coefficients = coefficients.set_index(["method", "term"])
+    for method, true in PER_METHOD_TRUE.items():
+        for term, value in true.items():
+            row = coefficients.loc[(method, term)]
+            assert row["ci_low"] <= value <= row["ci_high"], (method, term)
+    # Pooled over both methods, the MRI effect is their average, 0.05.
+    pooled = coefficients.loc[("pooled", "C(source)[T.mri]")]
+    assert pooled["ci_low"] <= 0.05 <= pooled["ci_high"]
+    # The pooled model ignores that the MRI effect differs between methods, so it explains less.
+    r_squared = fits.set_index("method")["r_squared"]
+    assert r_squared["A"] > 0.9 and r_squared["B"] > 0.9 and r_squared["pooled"] < min(r_squared["A"], r_squared["B"])
+
+
+def test_per_method_cluster_robust_errors_are_hc1():
+    """One row per run within a method: clustering by run is exactly the HC1 heteroskedasticity-robust error."""
+    import statsmodels.formula.api as smf
+
+    table = simulated_grid(per_method_truth, methods=("A", "B"))
+    coefficients, _ = stats.fit_by_method(table, ADDITIVE)
+    method_a = coefficients[coefficients["method"] == "A"].set_index("term")
+    hc1 = smf.ols(ADDITIVE, data=table[table["method"] == "A"]).fit(cov_type="HC1")
+    np.testing.assert_allclose(method_a.loc[hc1.bse.index, "std_error"], hc1.bse, rtol=1e-10)
+
+
+def test_fit_by_method_records_an_unfittable_method_instead_of_crashing():
+    table = simulated_grid(per_method_truth, methods=("A", "B"))
+    method_a = table[(table["method"] == "A") & (table["seed"] == 0)]
+    # Three runs of three sources at three k: the design is fine except for the number of rows.
+    tiny = pd.concat([method_a[(method_a["source"] == source) & (method_a["k"] == k)]
+                      for source, k in (("imagenet", 0), ("mri", 1), ("none", 2))]).assign(method="tiny")
+    table = pd.concat([table, tiny], ignore_index=True)
+    for model in ("ols", "mixed"):
+        coefficients, fits = stats.fit_by_method(table, ADDITIVE, model=model)
+        fits = fits.set_index("method")
+        assert "too few" in fits.loc["tiny", "error"] and fits.loc["tiny", "n"] == 3, model
+        assert fits.loc[["A", "B", "pooled"], "error"].isna().all(), model
+        assert "tiny" not in set(coefficients["method"]) and {"A", "B", "pooled"} <= set(coefficients["method"])
+
+
+def test_fit_by_method_mixed_reports_variance_components():
+    table = simulated_grid(per_method_truth, methods=("A", "B"), run_sd=0.05, n_seeds=4)
+    coefficients, fits = stats.fit_by_method(table, ADDITIVE, model="mixed")
+    assert {"group_variance", "residual_variance", "converged", "marginal_r_squared"} <= set(fits.columns)
+    assert (coefficients["model"] == "mixedlm").all()
+    # Per method each run is one row, so only the variance sum is identified: 0.05² + 0.02².
+    per_method = fits[fits["method"] != "pooled"]
+    total = per_method["group_variance"] + per_method["residual_variance"]
+    np.testing.assert_allclose(total, 0.05**2 + 0.02**2, rtol=0.35)
+
+
+def test_fit_by_method_rejects_an_unknown_model():
+    with pytest.raises(ValueError, match=r"unknown model 'glm'.*'ols', 'mixed'"):
+        stats.fit_by_method(simulated_runs(n_seeds=2), model="glm")
+
+
+def source_interaction_truth(method, source, k, accuracy):
+    """ImageNet minus none = 0.05 + 0.02 k at any accuracy; MRI minus none = -0.03."""
+    offset = {"imagenet": 0.05 + 0.02 * k, "mri": -0.03, "none": 0.0}[source]
+    return 0.2 + 0.4 * accuracy + 0.01 * k + offset
+
+
+def test_source_contrasts_recover_a_known_difference_that_depends_on_k():
+    table = simulated_grid(source_interaction_truth, methods=("m0", "m1"))
+    contrasts = stats.source_contrasts(table, at_k=[1, 4])
+    assert len(contrasts) == 2 * 6  # two k values × ordered pairs of three sources
+    indexed = contrasts.set_index(["source_a", "source_b", "at_k"])
+    for k in (1, 4):
+        for (a, b), true in {("imagenet", "none"): 0.05 + 0.02 * k, ("imagenet", "mri"): 0.08 + 0.02 * k,
+                             ("mri", "none"): -0.03}.items():
+            row = indexed.loc[(a, b, k)]
+            assert row["ci_low"] <= true <= row["ci_high"], (a, b, k)
+            reverse = indexed.loc[(b, a, k)]
+            assert reverse["estimate"] == pytest.approx(-row["estimate"], abs=1e-12)
+            assert reverse["std_error"] == pytest.approx(row["std_error"], rel=1e-9)
+            assert reverse["p_value"] == pytest.approx(row["p_value"], rel=1e-9)
+    assert contrasts["at_accuracy"].eq(table["accuracy"].mean()).all()
+
+
+def test_source_contrast_is_the_matching_combination_of_coefficients():
+    """ImageNet is the reference level, so none − imagenet at k is β_none + k·β_none:k."""
+    table = simulated_grid(source_interaction_truth, methods=("m0", "m1"))
+    coefficients = stats.fit_ols(table)[0].set_index("term")["estimate"]
+    contrasts = stats.source_contrasts(table)  # default: at the mean k
+    mean_k = table["k"].mean()
+    row = contrasts.set_index(["source_a", "source_b"]).loc[("none", "imagenet")]
+    assert row["at_k"] == mean_k
+    expected = coefficients["C(source)[T.none]"] + mean_k * coefficients["C(source)[T.none]:k"]
+    assert row["estimate"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_source_contrasts_reject_bad_input():
+    table = simulated_runs(n_seeds=2)
+    with pytest.raises(ValueError, match="no C\\(source\\) term"):
+        stats.source_contrasts(table, "score ~ accuracy + k")
+    with pytest.raises(ValueError, match="'high'"):
+        stats.source_contrasts(table, at_k="high")
+
+
+def hand_built_runs() -> pd.DataFrame:
+    """Ten runs at accuracies 0.50 … 0.95: three quantile bins of 4, 3 and 3 runs; the middle bin has no 'none'."""
+    runs = [  # (source, score) in order of accuracy
+        ("imagenet", 0.2), ("none", 0.05), ("none", 0.1), ("none", 0.15),  # bin 0: imagenet 0.2, none 0.1
+        ("imagenet", 0.5), ("imagenet", 0.5), ("imagenet", 0.5),  # bin 1: imagenet only
+        ("imagenet", 0.7), ("imagenet", 0.9), ("none", 0.6),  # bin 2: imagenet 0.8, none 0.6
+    ]
+    return pd.DataFrame([{"run": f"r{index}", "source": source, "accuracy": 0.5 + 0.05 * index, "score": score}
+                         for index, (source, score) in enumerate(runs)])
+
+
+def test_accuracy_matched_weights_complete_bins_by_their_runs():
+    by_bin, matched = stats.accuracy_matched(hand_built_runs(), n_bins=3)
+    assert by_bin.groupby("bin")["n_runs"].sum().tolist() == [4, 3, 3]
+    assert by_bin.groupby("bin")["all_sources"].first().tolist() == [True, False, True]
+    assert by_bin.loc[0, "accuracy_low"] == pytest.approx(0.5)
+    cell = by_bin.set_index(["bin", "source"])
+    assert cell.loc[(0, "none"), "mean_score"] == pytest.approx(0.1)
+    assert cell.loc[(2, "imagenet"), "mean_score"] == pytest.approx(0.8)
+    # Bin 1 is excluded; bins 0 and 2 weigh 4 and 3 runs for both sources.
+    matched = matched.set_index("source")
+    assert matched.loc["imagenet", "matched_score"] == pytest.approx((4 * 0.2 + 3 * 0.8) / 7)
+    assert matched.loc["none", "matched_score"] == pytest.approx((4 * 0.1 + 3 * 0.6) / 7)
+    assert matched["n_bins_used"].tolist() == [2, 2]
+    assert matched["n_runs"].to_dict() == {"imagenet": 3, "none": 4}
+
+
+def test_accuracy_matched_per_method():
+    runs = hand_built_runs()
+    table = pd.concat([runs.assign(method="m1"), runs.assign(method="m2", score=runs["score"] + 1)])
+    _, matched = stats.accuracy_matched(table, n_bins=3)
+    scores = matched.set_index(["method", "source"])["matched_score"]
+    assert scores.loc[("m1", "imagenet")] == pytest.approx((4 * 0.2 + 3 * 0.8) / 7)
+    assert scores.loc[("m2", "none")] == pytest.approx((4 * 0.1 + 3 * 0.6) / 7 + 1)
+
+
+def test_accuracy_matched_without_overlap_is_empty():
+    runs = hand_built_runs()
+    runs["source"] = np.where(runs["accuracy"] < 0.74, "imagenet", "none")  # sources in disjoint accuracy ranges
+    by_bin, matched = stats.accuracy_matched(runs, n_bins=2)
+    assert not by_bin["all_sources"].any()
+    assert matched.empty and list(matched.columns) == ["source", "matched_score", "n_bins_used", "n_runs"]
+
+
+def test_accuracy_matched_rejects_bad_bin_counts():
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match=f"not {bad!r}"):
+            stats.accuracy_matched(hand_built_runs(), n_bins=bad)
+
+
+def test_mixed_model_marginal_r_squared_is_near_the_simulated_value():
+    table = simulated_runs(n_seeds=6, n_methods=12, run_sd=0.1, noise=0.02, seed=1)
+    _, fit = stats.fit_mixed(table, "score ~ accuracy + C(source) + k")
+    fixed = (TRUE["Intercept"] + TRUE["accuracy"] * table["accuracy"] + TRUE["k"] * table["k"]
+             + TRUE["C(source)[T.none]"] * (table["source"] == "none"))
+    fixed_variance = fixed.var()
+    total = fixed_variance + 0.1**2 + 0.02**2
+    assert 0 < fit["marginal_r_squared"] < fit["conditional_r_squared"] < 1
+    assert fit["marginal_r_squared"] == pytest.approx(fixed_variance / total, abs=0.08)
+    assert fit["conditional_r_squared"] == pytest.approx((fixed_variance + 0.1**2) / total, abs=0.02)

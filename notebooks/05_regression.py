@@ -21,8 +21,11 @@
 # pre-trained blocks k. The unit is a trained model run × method; performance is the mean score over the images
 # that run classified correctly (notebook 4).
 #
-# - **OLS** with cluster-robust standard errors by model run (the methods of one run share its errors);
+# - **OLS** with cluster-robust standard errors by model run (the methods of one run share its errors), pooled
+#   over methods and per method;
 # - a **mixed model** (statsmodels `mixedlm`) with a random intercept per model run;
+# - **accuracy-adjusted contrasts** between sources from the fitted model, and an **accuracy-matched**
+#   comparison (runs binned by accuracy, sources compared only within bins that hold all of them);
 # - the **correlation** of accuracy with explanation performance per method, and a **method ranking** with
 #   bootstrap intervals, baselines included.
 #
@@ -47,6 +50,7 @@ import pandas as pd
 from IPython.display import display
 
 from xaiutils import explain, presets, runs, stats
+from xaiutils.book import glue
 
 # %% tags=["parameters"]
 # Parameter set: "smoke" or "study".
@@ -109,6 +113,15 @@ coefficients = pd.concat([ols_coefficients, mixed_coefficients], ignore_index=Tr
 coefficients.to_csv(out_dir / "coefficients.csv", index=False)
 display(coefficients.round(4))
 display(pd.DataFrame([ols_fit, mixed_fit], index=["OLS (cluster-robust by run)", "mixed model"]))
+accuracy_row = ols_coefficients.set_index("term").loc["accuracy"]
+glue("accuracy_effect", accuracy_row["estimate"])
+glue("accuracy_ci_low", accuracy_row["ci_low"])
+glue("accuracy_ci_high", accuracy_row["ci_high"])
+glue("accuracy_p", accuracy_row["p_value"])
+glue("n_clusters", ols_fit["n_clusters"])
+glue("n_rows", ols_fit["n"])
+glue("r_squared", ols_fit["r_squared"])
+glue("marginal_r_squared", mixed_fit["marginal_r_squared"])
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.8))
@@ -124,6 +137,50 @@ ax.set_yticks(range(len(terms)), terms)
 ax.set(xlabel=f"effect on mean {config['metric']} (95 % CI)", title="Effects, corrected for accuracy")
 ax.legend()
 fig.tight_layout()
+
+# %% [markdown]
+# ## Per method
+#
+# The same OLS fitted on each method alone (one row per run, so its robust errors are per-run, HC1) next to the
+# pooled fit. A method whose design cannot be fitted gets the reason instead of coefficients.
+
+# %%
+method_coefficients, method_fits = stats.fit_by_method(methods_only, config["formula"], model="ols")
+method_coefficients.to_csv(out_dir / "coefficients_by_method.csv", index=False)
+display(method_fits.round(3))
+accuracy_by_method = method_coefficients[method_coefficients["term"] == "accuracy"].set_index("method")
+fig, ax = plt.subplots(figsize=(7, 0.35 * len(accuracy_by_method) + 1.2))
+positions = np.arange(len(accuracy_by_method))[::-1]
+ax.errorbar(accuracy_by_method["estimate"], positions,
+            xerr=[accuracy_by_method["estimate"] - accuracy_by_method["ci_low"],
+                  accuracy_by_method["ci_high"] - accuracy_by_method["estimate"]],
+            fmt="o", capsize=3, color="tab:blue")
+ax.axvline(0, color="black", lw=0.8)
+ax.set_yticks(positions, accuracy_by_method.index)
+ax.set(xlabel=f"change in mean {config['metric']} per unit of test accuracy (95 % CI)",
+       title="Accuracy slope per method and pooled (OLS)")
+fig.tight_layout()
+
+# %% [markdown]
+# ## Sources compared at equal accuracy
+#
+# Contrasts of the pooled OLS fit: the predicted difference between two sources at the mean accuracy (and at
+# each k of the grid when the formula has a source × k interaction). Then the accuracy-matched comparison: runs
+# are binned into accuracy terciles, and each source's mean is taken over only the bins that hold every source.
+
+# %%
+# With a source × k interaction the contrast depends on k: evaluate it at every k of the grid; without one it
+# does not, and the mean k is used.
+has_interaction = "*" in config["formula"] or ":" in config["formula"]
+grid_ks = sorted(methods_only["k"].unique()) if has_interaction else None
+contrasts = stats.source_contrasts(methods_only, config["formula"], at_k=grid_ks)
+contrasts = contrasts[contrasts["source_a"] < contrasts["source_b"]]  # each pair once
+contrasts.to_csv(out_dir / "source_contrasts.csv", index=False)
+display(contrasts.round(4))
+by_bin, matched = stats.accuracy_matched(methods_only.drop(columns="method"), n_bins=3)
+display(by_bin.round(3))
+display(matched.round(4) if len(matched) else "No accuracy bin holds every source: no matched comparison.")
+glue("n_matched_sources", len(matched))
 
 # %% [markdown]
 # ## Explanation performance against k, per source and method
@@ -147,9 +204,14 @@ fig.tight_layout()
 # ## Correlation with accuracy, and the method ranking
 
 # %%
-display(stats.accuracy_correlation(methods_only).round(3))
+correlation = stats.accuracy_correlation(methods_only)
+display(correlation.round(3))
+glue("median_spearman", correlation["spearman_rho"].median())
 ranking = stats.rank_methods(scores, config["metric"], n_boot=config["n_boot"], seed=config["seed"])
 ranking.to_csv(out_dir / "ranking.csv", index=False)
+glue("top_method", ranking["method"].iloc[0])
+glue("top_method_is_baseline", "a model-free baseline" if ranking["method"].iloc[0] in explain.BASELINES
+     else "an attribution method")
 fig, ax = plt.subplots(figsize=(7, 4.2))
 positions = np.arange(len(ranking))[::-1]
 is_baseline = ranking["method"].isin(explain.BASELINES)
@@ -169,9 +231,14 @@ fig.tight_layout()
 #
 # - The coefficients table gives, for each pre-training source and for k, the change in mean explanation
 #   performance at equal classification accuracy, from OLS with cluster-robust errors and from a mixed model.
-# - At the `smoke` preset there are seven runs, one seed and several runs at chance accuracy: the intervals are
+#   In this build, pooled over methods ({glue:text}`n_rows` run × method rows from {glue:text}`n_clusters`
+#   runs), the accuracy slope is {glue:text}`accuracy_effect:.3f` (95 % CI {glue:text}`accuracy_ci_low:.3f` to
+#   {glue:text}`accuracy_ci_high:.3f`), with R² = {glue:text}`r_squared:.2f`; the median Spearman correlation of
+#   accuracy with explanation performance across methods is {glue:text}`median_spearman:.2f`.
+# - The top of the ranking is `{glue:text}`top_method``, {glue:text}`top_method_is_baseline`.
+# - At the `smoke` preset there are few runs, one seed and several runs at chance accuracy: the intervals are
 #   wide and cluster-robust errors with so few clusters are unreliable, so nothing here is a finding about
-#   pre-training. The `study` preset (3 sources × k, three seeds, VGG-16 at 224²) is the setting that can answer
+#   pre-training. The `study` preset (every source and k, several seeds, VGG-16) is the setting that can answer
 #   the question; its formula includes the source × k interaction.
 # - The ranking places every method next to the model-free baselines; a method that does not beat `random`,
 #   `sobel`, `laplace` and `input` carries no evidence about the model.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import numpy as np
 import pytest
 
 from xaiutils import book
@@ -28,8 +29,10 @@ def test_glue_wraps_strings_and_keeps_numbers(monkeypatch):
     monkeypatch.setattr(myst_nb, "glue", lambda name, value, display: calls.append((name, value, display)))
     book.glue("method", "saliency")
     book.glue("score", 0.25)
+    book.glue("mean", np.float64(0.5))
+    book.glue("count", np.int64(7))
     assert [(name, repr(value), display) for name, value, display in calls] == [
-        ("method", "saliency", False), ("score", "0.25", False)]
+        ("method", "saliency", False), ("score", "0.25", False), ("mean", "0.5", False), ("count", "7", False)]
 
 
 def test_colab_copy_is_the_notebook_plus_a_setup_cell():

@@ -37,6 +37,8 @@ def glue(name: str, value) -> None:
         return
     if isinstance(value, str) and not isinstance(value, Text):
         value = Text(value)
+    elif hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()  # numpy 2 shows scalars as np.float64(…), which format specs cannot read
     myst_glue(name, value, display=False)
 
 

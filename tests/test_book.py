@@ -46,6 +46,28 @@ NOTEBOOK = textwrap.dedent(
     """
 )
 
+# An executable chapter kept as MyST markdown (like book/methods.md).
+MYST_CHAPTER = textwrap.dedent(
+    """\
+    ---
+    jupytext:
+      text_representation:
+        extension: .md
+        format_name: myst
+    kernelspec:
+      display_name: Python 3
+      language: python
+      name: python3
+    ---
+
+    # A chapter
+
+    ```{code-cell} ipython3
+    print("chapter value:", 2 + 3)
+    ```
+    """
+)
+
 
 def make_book(folder: Path, extra: str) -> Path:
     """A two-page book that uses the project's own _config.yml (so its execution settings are under test)."""
@@ -59,8 +81,9 @@ def make_book(folder: Path, extra: str) -> Path:
     )
     (folder / "notebooks").mkdir()
     (folder / "notebooks" / "tiny.py").write_text(NOTEBOOK.format(extra=extra))
+    (folder / "book" / "chapter.md").write_text(MYST_CHAPTER)
     (folder / "_toc.yml").write_text(
-        "format: jb-book\nroot: book/intro\nchapters:\n  - file: notebooks/tiny\n"
+        "format: jb-book\nroot: book/intro\nchapters:\n  - file: notebooks/tiny\n  - file: book/chapter\n"
     )
     return folder
 
@@ -102,6 +125,13 @@ def test_launch_buttons_open_notebooks_not_text(tmp_path):
     assert copy["cells"][0]["metadata"]["tags"] == ["colab-setup"]
     assert all(not cell.get("outputs") for cell in copy["cells"] if cell["cell_type"] == "code")
     assert any('print("value:", 6 * 7)' in "".join(cell["source"]) for cell in copy["cells"])
+    # the MyST markdown chapter is a notebook too: executed, and its Colab button opens its own copy
+    chapter = (html / "book" / "chapter.html").read_text()
+    assert "chapter value: 5" in chapter
+    assert ("https://colab.research.google.com/github/xai-mri-bench/xai-mri-bench/blob/gh-pages/"
+            "_colab/book/chapter.ipynb") in chapter
+    chapter_copy = json.loads((html / "_colab" / "book" / "chapter.ipynb").read_text())
+    assert any('print("chapter value:", 2 + 3)' in "".join(cell["source"]) for cell in chapter_copy["cells"])
 
 
 @pytest.mark.slow

@@ -69,7 +69,7 @@ def colab_notebook(source: str | os.PathLike, repo_url: str, branch: str = "main
     import nbformat
 
     source = Path(source)
-    notebook = jupytext.read(source, fmt="py:percent")
+    notebook = jupytext.read(source)  # py:percent or MyST markdown, told apart by the file's header
     earlier = sorted(path.stem for path in source.parent.glob("[0-9][0-9]_*.py") if path.stem < source.stem)
     setup = nbformat.v4.new_code_cell(colab_setup_source(repo_url, branch, source.stem, earlier))
     setup.metadata["tags"] = ["colab-setup"]

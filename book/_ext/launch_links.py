@@ -1,9 +1,10 @@
 """Sphinx extension: launch buttons that open notebooks, not py:percent text.
 
-The notebooks are kept as py:percent files, so sphinx-book-theme's launch links point at ``.py`` files.
+The notebooks are kept as py:percent files (and executable chapters as MyST markdown), so sphinx-book-theme's
+launch links point at ``.py`` / ``.md`` text.
 - Binder: ``binder/postBuild`` pairs every notebook with an ``.ipynb``, so the link is pointed at that.
 - Colab opens only ``.ipynb`` files from GitHub: the build writes output-free copies (with a setup cell) to
-  ``_colab/notebooks/`` in the HTML folder, and the link points at them on the branch the HTML is published
+  ``_colab/<page>.ipynb`` in the HTML folder, and the link points at them on the branch the HTML is published
   to (``colab_branch``, default ``gh-pages``, which is where ``ghp-import`` puts a Jupyter Book).
 """
 
@@ -14,14 +15,17 @@ from pathlib import Path
 from xaiutils.book import COLAB_DIR, write_colab_notebooks
 
 
+def _is_text_notebook(path: Path) -> bool:
+    """A py:percent notebook, or a MyST markdown page with a kernelspec (executed like a notebook)."""
+    if path.suffix == ".py":
+        return True
+    return path.suffix == ".md" and "kernelspec:" in path.read_text().split("\n---", 1)[0]
+
+
 def _notebook_sources(app) -> dict[str, Path]:
-    """docname → source path of every py:percent notebook in the build."""
-    sources = {}
-    for docname in app.env.found_docs:
-        path = Path(app.env.doc2path(docname))
-        if path.suffix == ".py":
-            sources[docname] = path
-    return sources
+    """docname → source path of every text notebook in the build."""
+    paths = {docname: Path(app.env.doc2path(docname)) for docname in app.env.found_docs}
+    return {docname: path for docname, path in paths.items() if _is_text_notebook(path)}
 
 
 def _rewrite(buttons, docname: str, colab_base: str) -> None:
@@ -32,8 +36,10 @@ def _rewrite(buttons, docname: str, colab_base: str) -> None:
         url = button.get("url", "")
         if button.get("text") == "Colab":
             button["url"] = f"{colab_base}/{COLAB_DIR}/{docname}.ipynb"
-        elif button.get("text") == "Binder" and url.endswith(f"{docname}.py"):
-            button["url"] = url.removesuffix(".py") + ".ipynb"
+        elif button.get("text") == "Binder":
+            for suffix in (".py", ".md"):  # binder/postBuild pairs each text notebook with an .ipynb
+                if url.endswith(f"{docname}{suffix}"):
+                    button["url"] = url.removesuffix(suffix) + ".ipynb"
 
 
 def fix_launch_buttons(app, pagename, templatename, context, doctree) -> None:

@@ -274,7 +274,7 @@ summary = {"preset": preset, "dataset": "dataset", "seconds": round(seconds, 2),
 # ## Summary
 #
 # - This run made {glue:text}`n_images` images of {glue:text}`image_size` pixels a side from
-#   {glue:text}`n_subjects` subjects; its content hash begins with `{glue:text}`content_hash``.
+#   {glue:text}`n_subjects` subjects; its content hash begins with {glue:text}`content_hash`.
 # - The dataset folder `dataset/` in this run folder holds the images, soft lesion masks (binarise at 0.5),
 #   brain masks, labels and metadata; its card records the parameters, seed, versions and content hash. Later
 #   notebooks read it from `runs/<preset>/01_data/dataset`.

@@ -208,8 +208,8 @@ if grid:
 #
 # - With `grid = True` this notebook ran (or reused) every cell of the preset's grid and collected
 #   `grid/accuracy.csv`: test accuracy, balanced accuracy and ROC-AUC per source, k and seed. In this build:
-#   {glue:text}`n_runs` runs of `{glue:text}`backbone_name`` with {glue:text}`n_seeds` seed(s); the most
-#   accurate is `{glue:text}`best_run`` at {glue:text}`best_accuracy:.2f` test accuracy, and
+#   {glue:text}`n_runs` runs of {glue:text}`backbone_name` with {glue:text}`n_seeds` seed(s); the most
+#   accurate is {glue:text}`best_run` at {glue:text}`best_accuracy:.2f` test accuracy, and
 #   {glue:text}`n_near_chance` runs are within 0.05 of chance.
 # - At the `smoke` preset the backbone is MobileNetV2 (the ImageNet weights available offline) on small slices
 #   with one seed, so differences between cells are not evidence about pre-training; the `study` preset runs

@@ -218,9 +218,9 @@ summary = {"n_rows": len(scores), "resolution": config["resolution"], "selection
 # - At the `smoke` preset maps are scored at a reduced resolution (printed above) to keep exact EMD affordable on
 #   two CPU cores; the `study` preset scores at the convention of XAI-TRIS {cite:p}`clark2024xaitris`.
 # - In this build, {glue:text}`n_score_rows` scores were computed on {glue:text}`n_images_explained` test
-#   images at {glue:text}`resolution` pixels a side. By mean `{glue:text}`main_metric`` on correctly classified
-#   images, the best method is `{glue:text}`best_method`` ({glue:text}`best_method_score:.3f`) and the best
-#   model-free baseline `{glue:text}`best_baseline`` ({glue:text}`best_baseline_score:.3f`);
+#   images at {glue:text}`resolution` pixels a side. By mean {glue:text}`main_metric` on correctly classified
+#   images, the best method is {glue:text}`best_method` ({glue:text}`best_method_score:.3f`) and the best
+#   model-free baseline {glue:text}`best_baseline` ({glue:text}`best_baseline_score:.3f`);
 #   {glue:text}`n_methods_above_baselines` of {glue:text}`n_methods_scored` methods beat every baseline.
 # - A method is only informative where it beats the model-free baselines; with the smoke preset's small models
 #   and images, the ranking shown here is a demonstration of the pipeline, not a finding.

@@ -235,7 +235,7 @@ fig.tight_layout()
 #   runs), the accuracy slope is {glue:text}`accuracy_effect:.3f` (95 % CI {glue:text}`accuracy_ci_low:.3f` to
 #   {glue:text}`accuracy_ci_high:.3f`), with R² = {glue:text}`r_squared:.2f`; the median Spearman correlation of
 #   accuracy with explanation performance across methods is {glue:text}`median_spearman:.2f`.
-# - The top of the ranking is `{glue:text}`top_method``, {glue:text}`top_method_is_baseline`.
+# - The top of the ranking is {glue:text}`top_method`, {glue:text}`top_method_is_baseline`.
 # - At the `smoke` preset there are few runs, one seed and several runs at chance accuracy: the intervals are
 #   wide and cluster-robust errors with so few clusters are unreliable, so nothing here is a finding about
 #   pre-training. The `study` preset (every source and k, several seeds, VGG-16) is the setting that can answer

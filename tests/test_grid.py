@@ -21,6 +21,8 @@ FAKE_FINETUNE = textwrap.dedent(
     seed = 0
     log_file = None
     fail_on = None
+    data_dir = None
+    mri_checkpoint = None
 
     # %%
     import json
@@ -103,3 +105,27 @@ def test_grid_resume_with_identical_parameters_runs_only_missing_cells(tmp_path)
     runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
     assert log.read_text().split() == ["imagenet-k1-s0", "imagenet-k2-s0", "imagenet-k3-s0", "imagenet-k3-s0"]
     assert not (out / ".imagenet-k3-s0.partial-abc").exists()
+
+
+@pytest.mark.slow
+def test_grid_reruns_cells_when_an_input_changes_under_the_same_path(tmp_path):
+    notebook, log, out = fake_grid(tmp_path)
+    spec = {"sources": ["none"], "n_pretrained_blocks": {"none": [0]}, "seeds": [0]}
+    data_dir, checkpoint = tmp_path / "dataset", tmp_path / "model.pt"
+    data_dir.mkdir()
+    (data_dir / "card.json").write_text(json.dumps({"content_hash": "aaa"}))
+    checkpoint.write_bytes(b"first weights")
+    parameters = {"log_file": str(log), "data_dir": str(data_dir), "mri_checkpoint": str(checkpoint)}
+
+    runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
+    runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
+    assert log.read_text().split() == ["none-k0-s0"]  # same parameters, same inputs: skipped
+    assert json.loads((out / "none-k0-s0" / "inputs.json").read_text())["dataset_hash"] == "aaa"
+
+    checkpoint.write_bytes(b"retrained weights")  # notebook 2 re-run: same path, other contents
+    runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
+    assert log.read_text().split() == ["none-k0-s0", "none-k0-s0"]
+
+    (data_dir / "card.json").write_text(json.dumps({"content_hash": "bbb"}))  # notebook 1 re-run
+    runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
+    assert log.read_text().split() == ["none-k0-s0"] * 3

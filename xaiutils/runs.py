@@ -235,13 +235,38 @@ def cell_name(cell: Mapping[str, Any]) -> str:
     return f"{cell['source']}-k{cell['n_pretrained_blocks']}-s{cell['seed']}"
 
 
-def is_finished(folder: Path, parameters: Mapping[str, Any]) -> bool:
-    """A run folder is finished when it holds ``run.json`` recorded with exactly these parameters."""
+INPUTS_FILE = "inputs.json"
+
+
+def input_fingerprint(preset: str, parameters: Mapping[str, Any]) -> dict[str, str | None]:
+    """What a grid cell reads, by content: the dataset's content hash and the MRI checkpoint's SHA-256.
+
+    Paths alone are not enough: re-running notebook 1 or 2 rewrites the same paths with other contents, and a
+    cell trained on the old ones must then run again. A missing input is recorded as ``None``.
+    """
+    import hashlib
+
+    data_dir = Path(parameters.get("data_dir") or default_out_dir(preset, "01_data") / "dataset")
+    checkpoint = Path(parameters.get("mri_checkpoint") or default_out_dir(preset, "02_pretrain_mri") / "model.pt")
+    card = data_dir / "card.json"
+    dataset_hash = json.loads(card.read_text()).get("content_hash") if card.is_file() else None
+    checkpoint_hash = hashlib.sha256(checkpoint.read_bytes()).hexdigest() if checkpoint.is_file() else None
+    return {"dataset_hash": dataset_hash, "mri_checkpoint_sha256": checkpoint_hash}
+
+
+def is_finished(folder: Path, parameters: Mapping[str, Any], inputs: Mapping[str, Any] | None = None) -> bool:
+    """A run folder is finished when it holds ``run.json`` recorded with exactly these parameters (and, when
+    ``inputs`` is given, ``inputs.json`` recorded with exactly these input fingerprints)."""
     record = folder / "run.json"
     if not record.is_file():
         return False
     recorded = json.loads(record.read_text()).get("parameters")
-    return recorded == json.loads(json.dumps(dict(parameters), default=str))
+    if recorded != json.loads(json.dumps(dict(parameters), default=str)):
+        return False
+    if inputs is None:
+        return True
+    inputs_record = folder / INPUTS_FILE
+    return inputs_record.is_file() and json.loads(inputs_record.read_text()) == dict(inputs)
 
 
 def run_grid(
@@ -255,8 +280,9 @@ def run_grid(
     """Run every grid cell that is not finished yet, then collect ``accuracy.csv``; return that table.
 
     Each cell is one run folder ``<out_dir>/<source>-k<k>-s<seed>``, built atomically by :func:`run_notebook`.
-    A cell whose folder holds ``run.json`` with the same parameters is skipped, so an interrupted grid resumes
-    where it stopped; a cell recorded with other parameters is run again and replaced. ``parameters`` are
+    A cell whose folder holds ``run.json`` with the same parameters, and ``inputs.json`` with the same input
+    fingerprints (:func:`input_fingerprint`), is skipped, so an interrupted grid resumes where it stopped; a cell
+    recorded with other parameters or other inputs is run again and replaced. ``parameters`` are
     passed to every cell (e.g. ``epochs``, ``data_dir``).
     """
     import pandas as pd
@@ -272,14 +298,19 @@ def run_grid(
         shutil.rmtree(leftover, ignore_errors=True)
 
     cells = grid_cells(spec)
+    inputs = input_fingerprint(preset, dict(parameters or {}))
     executed = []
     for cell in tqdm(cells, desc="grid", disable=not progress):
         cell_parameters = {**dict(parameters or {}), **cell, "grid": False}
         folder = out_dir / cell_name(cell)
-        if is_finished(folder, cell_parameters):
+        if is_finished(folder, cell_parameters, inputs):
             continue
         run_notebook(notebook, out_dir=folder, preset=preset, parameters=cell_parameters, overwrite=True,
                      progress=False)
+        # Written after the folder is in place: a crash in between leaves the cell unfinished, so it runs again.
+        partial = folder / f".{INPUTS_FILE}.partial"
+        partial.write_text(json.dumps(inputs, indent=2) + "\n")
+        os.replace(partial, folder / INPUTS_FILE)
         executed.append(cell_name(cell))
 
     rows = []

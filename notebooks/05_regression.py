@@ -147,7 +147,7 @@ fig.tight_layout()
 # %%
 method_coefficients, method_fits = stats.fit_by_method(methods_only, config["formula"], model="ols")
 method_coefficients.to_csv(out_dir / "coefficients_by_method.csv", index=False)
-display(method_fits.round(3))
+display(method_fits.drop(columns="formula").round(3))  # the formula is printed above
 accuracy_by_method = method_coefficients[method_coefficients["term"] == "accuracy"].set_index("method")
 fig, ax = plt.subplots(figsize=(7, 0.35 * len(accuracy_by_method) + 1.2))
 positions = np.arange(len(accuracy_by_method))[::-1]

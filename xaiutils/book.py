@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .runs import write_atomic
+
 COLAB_DIR = "_colab"
 
 
@@ -91,8 +93,6 @@ def write_colab_notebooks(sources, out_dir: str | os.PathLike, repo_url: str, br
     written = []
     for source in sources:
         target = out_dir / f"{Path(source).stem}.ipynb"
-        partial = target.with_name(f".{target.name}.partial")
-        nbformat.write(colab_notebook(source, repo_url, branch), partial)
-        partial.replace(target)
+        write_atomic(target, nbformat.writes(colab_notebook(source, repo_url, branch)) + "\n")
         written.append(target)
     return written

@@ -22,6 +22,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
+from .runs import write_atomic
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WINDOW = (1280, 2000)
@@ -164,18 +166,6 @@ def _screenshot(driver, width: int, height: int) -> bytes:
     return base64.b64decode(shot["data"])
 
 
-def _write(png: bytes, path: Path) -> None:
-    """Write through a temporary name and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(png)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _load(driver, url: str) -> None:
     """Open url, follow a <meta http-equiv=refresh> redirect, then wait until every image has loaded or failed."""
     from selenium.common.exceptions import TimeoutException
@@ -221,7 +211,7 @@ def check_page(driver, root: Path, page: str, screenshot_dir: Path | None = None
     png = _screenshot(driver, info["width"], info["height"])
     if screenshot_dir is not None:
         shot = Path(screenshot_dir) / Path(page).with_suffix(".png")
-        _write(png, shot)
+        write_atomic(shot, png)
         result.screenshot = str(shot)
     reasons = (["screenshot is one colour"] if _is_blank(png) else []) + (
         ["no visible text in the article"] if info["text"] == 0 else [])

@@ -90,6 +90,22 @@ def move_into_place(partial: Path, target: Path) -> None:
         os.replace(partial, target)
 
 
+def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
+    """Write ``content`` to ``path`` through a temporary name and a rename, so no reader sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        if isinstance(content, bytes):
+            partial.write_bytes(content)
+        else:
+            partial.write_text(content)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
 def parse_value(text: str) -> Any:
     """Parse a ``-p NAME VALUE`` value as YAML (``3`` → int, ``0.5`` → float, ``[1, 2]`` → list, ``null``)."""
     return yaml.safe_load(text)
@@ -308,9 +324,7 @@ def run_grid(
         run_notebook(notebook, out_dir=folder, preset=preset, parameters=cell_parameters, overwrite=True,
                      progress=False)
         # Written after the folder is in place: a crash in between leaves the cell unfinished, so it runs again.
-        partial = folder / f".{INPUTS_FILE}.partial"
-        partial.write_text(json.dumps(inputs, indent=2) + "\n")
-        os.replace(partial, folder / INPUTS_FILE)
+        write_atomic(folder / INPUTS_FILE, json.dumps(inputs, indent=2) + "\n")
         executed.append(cell_name(cell))
 
     rows = []
@@ -321,8 +335,6 @@ def run_grid(
                      "val_accuracy": sidecar["metrics"]["val"]["accuracy"],
                      "best_epoch": sidecar["history"]["best_epoch"], "train_seconds": sidecar["history"]["seconds"]})
     table = pd.DataFrame(rows)
-    partial = out_dir / f"accuracy.csv.partial-{os.getpid()}"
-    table.to_csv(partial, index=False)
-    os.replace(partial, out_dir / "accuracy.csv")
+    write_atomic(out_dir / "accuracy.csv", table.to_csv(index=False))
     table.attrs["executed"] = executed
     return table

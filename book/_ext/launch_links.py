@@ -43,7 +43,9 @@ def _rewrite(buttons, docname: str, colab_base: str) -> None:
 
 
 def fix_launch_buttons(app, pagename, templatename, context, doctree) -> None:
-    if pagename not in _notebook_sources(app) or "header_buttons" not in context:
+    if pagename not in app.env.found_docs or "header_buttons" not in context:
+        return
+    if not _is_text_notebook(Path(app.env.doc2path(pagename))):
         return
     repository = app.config.html_theme_options.get("repository_url", "").rstrip("/")
     owner_repo = repository.removeprefix("https://github.com/")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import tomllib
@@ -79,3 +80,11 @@ def test_pinned_versions_satisfy_pyproject_ranges():
         assert requirement.specifier.contains(requirements[name], prereleases=True), (
             f"{name}=={requirements[name]} is outside pyproject's range {requirement.specifier}"
         )
+
+
+def test_gpu_machine_wheels_follow_the_requirements_pins():
+    """benchmarks/device_wheels.sh fetches nibabel and nilearn for a GPU machine at exactly the pinned versions."""
+    printed = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_wheels.sh"), "--print"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    required = pins((ROOT / "requirements.txt").read_text().splitlines())
+    assert pins(printed) == {name: required[name] for name in ("nibabel", "nilearn")}

@@ -36,9 +36,15 @@ def as_tensor_images(images) -> torch.Tensor:
     return images
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator | None = None):
-    """Index batches over ``n`` items: shuffled with ``generator``, in order without."""
+def batches(n: int, batch_size: int, generator: torch.Generator | None = None, device=None):
+    """Index batches over ``n`` items: shuffled with ``generator``, in order without.
+
+    The order is drawn on the CPU (so a seed gives the same order on any device) and, with ``device``, moved
+    there once, so that a training step does not wait on a small host-to-device copy.
+    """
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    if device is not None:
+        order = order.to(device)
     for start in range(0, n, batch_size):
         yield order[start:start + batch_size]
 
@@ -123,8 +129,7 @@ def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float 
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         epoch_started = time.perf_counter()
-        for index in batches(len(x_train), batch_size, generator):
-            index = index.to(device, non_blocking=True)
+        for index in batches(len(x_train), batch_size, generator, device):
             optimiser.zero_grad(set_to_none=True)
             with autocast(device):
                 logits = model(x_train[index])
@@ -160,8 +165,7 @@ def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float 
 def evaluate_loss(model, x, y, batch_size, device) -> tuple[float, float]:
     model.eval()
     total, correct = 0.0, 0
-    for index in batches(len(x), batch_size):
-        index = index.to(device)
+    for index in batches(len(x), batch_size, device=device):
         with autocast(device):
             logits = model(x[index]).float()
         total += float(nn.functional.cross_entropy(logits, y[index], reduction="sum"))

@@ -62,6 +62,13 @@ def write_site(root: Path) -> None:
     (root / "book" / "blank.html").write_text("<!DOCTYPE html><html><head></head><body></body></html>")
     (root / "notebooks" / "01_ok.html").write_text(page("Notebook with a figure", figure))
     (root / "notebooks" / "02_no_figure.html").write_text(page("Notebook without a figure", "<p>Only text.</p>"))
+    # A library warning that prints its install path, and a run folder printed as an absolute path of the checkout
+    # (the site is <checkout>/_build/html, here <checkout>/html). Relative paths and URLs are fine.
+    checkout = root.parent
+    (root / "notebooks" / "03_leaks.html").write_text(page("Notebook that shows machine paths", figure + (
+        "<pre>/opt/venv/lib/python3.12/site-packages/captum/attr/_core/saliency.py:129: UserWarning: grads</pre>"
+        f"<p>Saved to {checkout}/runs/smoke/03_finetune.</p>"
+        "<p>Fine: runs/smoke/03_finetune, https://example.org/site-packages.html, /usr/bin/chromium</p>")))
 
 
 EXPECTED = {
@@ -74,9 +81,18 @@ EXPECTED = {
         "broken link no_such_page.html: missing file book/no_such_page.html",
         "broken link good.html#no-such-id: no id 'no-such-id' in book/good.html",
     ],
+    "notebooks/03_leaks.html": [
+        "shows a path of the build machine: /opt/venv/lib/python3.12/site-packages/captum/attr/_core/saliency.py",
+        "shows a path of the build machine: {checkout}/runs/smoke/03_finetune",
+    ],
     "book/good.html": [],
     "book/intro.html": [],
 }
+
+
+def expected(root: Path) -> dict[str, list[str]]:
+    """EXPECTED with this site's checkout path filled in."""
+    return {page: [problem.format(checkout=root.parent) for problem in problems] for page, problems in EXPECTED.items()}
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +111,8 @@ def test_default_pages_are_index_notebooks_and_book(checked):
 
 
 def test_each_page_reports_exactly_its_problems(checked):
-    _, _, results = checked
-    assert {result.page: result.problems for result in results} == EXPECTED
+    root, _, results = checked
+    assert {result.page: result.problems for result in results} == expected(root)
     by_page = {result.page: result for result in results}
     assert by_page["book/blank.html"].blank and not any(r.blank for r in results if r.page != "book/blank.html")
     assert by_page["book/broken_image.html"].n_broken_images == 1
@@ -116,11 +132,11 @@ def test_a_screenshot_per_page(checked):
 
 
 def test_report_lists_every_problem(checked):
-    _, _, results = checked
+    root, _, results = checked
     text = bookcheck.report(results)
-    assert text.splitlines()[0] == "book check failed: 5 problem(s) on 4 of 8 page(s)"
-    expected = [f"{page}: {problem}" for page, problems in EXPECTED.items() for problem in problems]
-    assert sorted(text.splitlines()[1:]) == sorted(expected)
+    assert text.splitlines()[0] == "book check failed: 7 problem(s) on 5 of 9 page(s)"
+    lines = [f"{page}: {problem}" for page, problems in expected(root).items() for problem in problems]
+    assert sorted(text.splitlines()[1:]) == sorted(lines)
 
 
 def test_cli_exit_status(tmp_path, capsys):
@@ -133,7 +149,8 @@ def test_cli_exit_status(tmp_path, capsys):
     # Remove the bad pages: the same site then passes.
     for name in ("blank", "broken_image", "broken_links"):
         (root / "book" / f"{name}.html").unlink()
-    (root / "notebooks" / "02_no_figure.html").unlink()
+    for name in ("02_no_figure", "03_leaks"):
+        (root / "notebooks" / f"{name}.html").unlink()
     intro = root / "book" / "intro.html"
     intro.write_text(page("Intro", "<p><a href='good.html#figure'>good</a></p>"))
     assert main(["check-book", str(root), "--screenshots", str(tmp_path / "shots")]) == 0

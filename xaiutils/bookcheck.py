@@ -1,4 +1,5 @@
-"""Open the built book in headless Chromium and fail on blank pages, missing figures and broken internal links.
+"""Open the built book in headless Chromium and fail on blank pages, missing figures, broken internal links and
+paths of the build machine shown to the reader.
 
 ``check_book("_build/html", screenshot_dir="_build/screenshots")`` loads each page from disk (file:// URLs), saves a
 full-page PNG screenshot and returns one :class:`PageResult` per page; :func:`report` lists every problem.
@@ -15,6 +16,7 @@ import base64
 import fnmatch
 import io
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -37,6 +39,9 @@ MIN_FIGURES = {"notebooks/*.html": 1}
 # (0.01%: 256 of the 2.56 million pixels of a 1280x2000 shot; one line of text is well above it).
 BLANK_FRACTION = 1e-4
 WAIT_S = 10
+# Text that gives the build machine away: a library's install path (a warning prints the file it came from) or
+# the checkout's absolute path. Neither means anything to a reader, and both change from machine to machine.
+_INSTALLED_PATH = re.compile(r"[^\s'\"<>()]*(?:site|dist)-packages/[^\s'\"<>():,]*")
 
 # The article the reader sees: sphinx-book-theme's <article class="bd-article">, else the closest generic element.
 _ARTICLE = (
@@ -49,7 +54,8 @@ const images = Array.from(document.images).map(img => ({{
     src: img.currentSrc || img.src, raw: img.getAttribute('src') || '',
     ok: img.complete && img.naturalWidth > 0, inArticle: !!article && article.contains(img)}}));
 const links = Array.from(document.querySelectorAll('a[href]')).map(a => ({{raw: a.getAttribute('href'), url: a.href}}));
-return {{text: article ? article.innerText.trim().length : 0, images: images, links: links,
+return {{text: article ? article.innerText.trim().length : 0, articleText: article ? article.innerText : '',
+         images: images, links: links,
          width: document.documentElement.scrollWidth,
          height: Math.max(document.documentElement.scrollHeight, document.body ? document.body.scrollHeight : 0)}};
 """
@@ -145,6 +151,14 @@ def _link_problem(url: str, root: Path, cache: dict[Path, set[str]]) -> str | No
     return None
 
 
+def machine_paths(text: str, checkout: str | Path | None = None) -> list[str]:
+    """The distinct paths in ``text`` that belong to the build machine: installed packages, or under ``checkout``."""
+    found = _INSTALLED_PATH.findall(text)
+    if checkout is not None and Path(checkout).parent != Path(checkout):  # never the file-system root itself
+        found += re.findall(re.escape(str(Path(checkout))) + r"/[^\s'\"<>():,]*", text)
+    return sorted({path.rstrip(".") for path in found})  # a path that ends a sentence keeps its full stop out
+
+
 def _is_blank(png: bytes) -> bool:
     """Essentially one colour: almost every pixel equals the most common one."""
     from PIL import Image
@@ -218,6 +232,10 @@ def check_page(driver, root: Path, page: str, screenshot_dir: Path | None = None
     if reasons:
         result.blank = True
         result.problems.append(f"blank page ({'; '.join(reasons)})")
+
+    # The site is <checkout>/_build/html: paths under the checkout are this machine's.
+    for leaked in machine_paths(info["articleText"], checkout=root.parent.parent):
+        result.problems.append(f"shows a path of the build machine: {leaked}")
 
     # Images: all of them must load, except remote ones (no network here, as for links).
     result.n_images = len(info["images"])

@@ -593,7 +593,7 @@ def resolve_source(source: str | os.PathLike) -> str | Path:
 
 def synthesize(config: dict[str, Any], progress: bool = True) -> Benchmark:
     """Build the benchmark in memory from a resolved ``data`` configuration (see ``presets``)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     import xaiutils
 

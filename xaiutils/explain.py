@@ -575,7 +575,8 @@ def attribute(model: nn.Module | None, images, targets, method: str, batch_size:
             generator = torch.Generator().manual_seed(seed)
             chunk = _chunk_size(name, options, batch_size)
             for start in _progress(range(0, images.shape[0], chunk), progress, name):
-                inputs = images[start:start + chunk].to(device)
+                # Gradient methods need it; Captum would set it itself, warning once per call.
+                inputs = images[start:start + chunk].to(device).clone().requires_grad_()
                 batch_targets = targets[start:start + chunk].to(device)
                 attribution = _run(work, inputs, batch_targets, name, options, generator, batch_size)
                 maps.append(_reduce(attribution, signed))
@@ -603,6 +604,6 @@ def _seeded(seed: int, device: torch.device):
 
 
 def _progress(iterable, enabled: bool, name: str):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     return tqdm(iterable, desc=name, disable=not enabled)

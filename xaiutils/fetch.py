@@ -71,7 +71,7 @@ def download(url: str, dest: str | os.PathLike, *, expected_size: int | None = N
     names the mismatch and the bad ``.part`` is deleted. A broken connection raises ``ConnectionError`` and keeps
     the ``.part`` for the next call. The finished file is renamed into place, so ``dest`` is never partial.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     dest = Path(dest)
     if dest.is_file():

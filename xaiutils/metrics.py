@@ -275,7 +275,7 @@ def score_maps(maps, masks, metrics=DEFAULT_METRICS, resolution: int | None = DE
     dominates the cost, about 0.1–1 s per 64² map, so a batch is spread over cores with one BLAS thread each.
     """
     from joblib import Parallel, cpu_count, delayed
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     metrics = check_metrics(metrics)
     items, mask_items, _ = _as_items(maps, masks)

@@ -32,7 +32,7 @@ def level_band_dataset(n_subjects: int, slices_per_subject: int, image_size: int
     Each subject contributes ``slices_per_subject`` levels spread over the bands (balanced classes). Returns
     ``(images, labels, metadata)`` with ``metadata`` holding subject, level, band and split (by subject).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if task not in PRETRAIN_TASKS:
         raise ValueError(f"unknown pre-training task {task!r}; valid tasks: {', '.join(PRETRAIN_TASKS)}")

@@ -194,6 +194,9 @@ def run_notebook(
             kernel_name=kernel_name,
             progress_bar=progress,
             cwd=str(cwd) if cwd is not None else None,
+            # ipykernel 7 logs a warning about TCP transport at every start; in a notebook that runs other
+            # notebooks (the grid), it lands in the rendered book once per cell. Errors still come through.
+            extra_arguments=["--log-level=ERROR"],
         )
     except BaseException:
         if executed.exists():
@@ -302,7 +305,7 @@ def run_grid(
     passed to every cell (e.g. ``epochs``, ``data_dir``).
     """
     import pandas as pd
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from .presets import resolve
 

@@ -137,7 +137,7 @@ summary = {
     "n_band_levels": int(len(band)),
     "versions": software,
 }
-(out_dir / "overview.json").write_text(json.dumps(summary, indent=2) + "\n")
+runs.write_atomic(out_dir / "overview.json", json.dumps(summary, indent=2) + "\n")
 
 # %% [markdown]
 # ## Summary

@@ -268,7 +268,7 @@ metadata.head()
 # %%
 summary = {"preset": preset, "dataset": "dataset", "seconds": round(seconds, 2),
            "content_hash": card["content_hash"], "n_images": len(bench), "counts": card["counts"]}
-(out_dir / "data_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+runs.write_atomic(out_dir / "data_summary.json", json.dumps(summary, indent=2) + "\n")
 
 # %% [markdown]
 # ## Summary

@@ -99,7 +99,7 @@ print(f"{len(images)} slices from {slices['subject'].nunique()} pseudo-subjects:
 band_edges.rename(columns={"min": "lowest z (mm)", "max": "highest z (mm)"})
 
 # %%
-fig, axes = plt.subplots(2, config["n_bands"], figsize=(2.4 * config["n_bands"], 5.2))
+fig, axes = plt.subplots(2, config["n_bands"], figsize=(2.4 * config["n_bands"], 5.6), layout="constrained")
 for band in range(config["n_bands"]):
     examples = np.flatnonzero(labels == band)[:2]
     for row, index in enumerate(examples):
@@ -108,7 +108,7 @@ for band in range(config["n_bands"]):
         ax.set_axis_off()
         ax.set_title(f"band {band}, z = {slices['z_mm'].iloc[index]:.0f} mm", fontsize=9)
 fig.suptitle("Pre-training task: which axial level band does a slice come from? (intensities scaled to [0, 1])")
-fig.tight_layout()
+fig.savefig(out_dir / "level_bands.png", dpi=120)
 
 # %% [markdown]
 # ## Training from random initialisation

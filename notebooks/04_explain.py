@@ -123,8 +123,10 @@ not_applicable = scores[scores["reason"].str.startswith("not applicable")].group
 print(f"{len(scores)} rows: {scores['run'].nunique()} runs × {scores['method'].nunique()} methods × "
       f"{len(images)} images, scored at {config['resolution']}² pixels")
 print(f"images correct for every run: {scores.loc[scores['correct_all'], 'image'].nunique()} of {len(images)}")
-display(not_applicable.to_frame("why not applicable"))
-display(scores.loc[scores["reason"] != "", "reason"].value_counts().to_frame("missing scores"))
+# Every score that is missing, with its reason in full (a method that does not apply to this backbone, or an
+# all-zero map, which no metric can rank).
+with pd.option_context("display.max_colwidth", None):
+    display(scores.loc[scores["reason"] != "", "reason"].value_counts().to_frame("missing scores"))
 
 # %% [markdown]
 # ## Explanation performance per run and method
@@ -152,20 +154,26 @@ pivot.round(3)
 best_run = accuracy.sort_values("test_accuracy", ascending=False)["run"].iloc[0]
 run_scores = scores[(scores["run"] == best_run) & (scores["reason"] == "")]
 shown_methods = [m for m in config["methods"] if m in gallery_maps[best_run] and (run_scores["method"] == m).any()]
-fig, axes = plt.subplots(2, len(shown_methods), figsize=(1.5 * len(shown_methods) + 1.5, 4.0), squeeze=False)
+# Methods in rows of at most six: each row of methods takes two figure rows, best image above worst.
+n_columns = min(6, len(shown_methods))
+n_groups = -(-len(shown_methods) // n_columns)
+fig, axes = plt.subplots(2 * n_groups, n_columns, figsize=(2.0 * n_columns + 1.5, 2.2 * 2 * n_groups),
+                         squeeze=False)
+for ax in axes.flat:
+    ax.set_axis_off()
 position = {image: index for index, image in enumerate(images)}
-for column, method in enumerate(shown_methods):
+for number, method in enumerate(shown_methods):
+    group, column = divmod(number, n_columns)
     ranked = run_scores[run_scores["method"] == method].sort_values(main_metric)
     for row, (label, pick) in enumerate((("best", ranked.iloc[-1]), ("worst", ranked.iloc[0]))):
-        ax = axes[row, column]
+        ax = axes[2 * group + row, column]
         attribution = np.abs(gallery_maps[best_run][method][position[pick["image"]]])
         attribution = attribution / attribution.max()
         ax.imshow(bench.images[pick["image"]], cmap="gray", vmin=0, vmax=1)
         shown = ax.imshow(np.ma.masked_less(attribution, 0.05), cmap="inferno", vmin=0, vmax=1, alpha=0.75)
         ax.contour(bench.masks[pick["image"]], levels=[0.5], colors="cyan", linewidths=0.8)
-        ax.set_title(f"{method}\n{label}: {pick[main_metric]:.2f}", fontsize=8)
-        ax.set_axis_off()
-fig.colorbar(shown, ax=axes, shrink=0.7, label="|attribution| / max |attribution|")
+        ax.set_title(f"{method.replace('_', ' ')}\n{label}: {pick[main_metric]:.2f}", fontsize=9)
+fig.colorbar(shown, ax=axes, shrink=0.5, label="|attribution| / max |attribution|")
 fig.suptitle(f"Run {best_run}: best and worst image per method ({main_metric})")
 fig.savefig(out_dir / "gallery.png", dpi=110)
 
@@ -207,7 +215,7 @@ glue("n_methods_scored", len(method_means))
 glue("n_methods_above_baselines", int((method_means > baseline_means.max()).sum()))
 summary = {"n_rows": len(scores), "resolution": config["resolution"], "selection": config["selection"],
            "best_run": best_run, "methods_not_applicable": not_applicable.index.tolist()}
-(out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+runs.write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 # %% [markdown]
 # ## Summary

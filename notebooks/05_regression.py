@@ -224,7 +224,7 @@ ax.set_yticks(positions, [f"{m} (rank {lo:.0f}–{hi:.0f})" for m, lo, hi in
 ax.set(xlabel=f"mean {config['metric']} over all runs and images (95 % bootstrap CI)",
        title="Method ranking (grey: model-free baselines)")
 fig.tight_layout()
-(out_dir / "summary.json").write_text(json.dumps({"ols": ols_fit, "mixed": mixed_fit}, indent=2) + "\n")
+runs.write_atomic(out_dir / "summary.json", json.dumps({"ols": ols_fit, "mixed": mixed_fit}, indent=2) + "\n")
 
 # %% [markdown]
 # ## Summary

@@ -112,7 +112,8 @@ mixed_coefficients, mixed_fit = stats.fit_mixed(methods_only, config["formula"])
 coefficients = pd.concat([ols_coefficients, mixed_coefficients], ignore_index=True)
 coefficients.to_csv(out_dir / "coefficients.csv", index=False)
 display(coefficients.round(4))
-display(pd.DataFrame([ols_fit, mixed_fit], index=["OLS (cluster-robust by run)", "mixed model"]))
+fit_summary = pd.DataFrame([ols_fit, mixed_fit], index=["OLS (cluster-robust by run)", "mixed model"])
+display(fit_summary.drop(columns="formula"))  # the formula is printed above
 accuracy_row = ols_coefficients.set_index("term").loc["accuracy"]
 glue("accuracy_effect", accuracy_row["estimate"])
 glue("accuracy_ci_low", accuracy_row["ci_low"])
@@ -147,7 +148,8 @@ fig.tight_layout()
 # %%
 method_coefficients, method_fits = stats.fit_by_method(methods_only, config["formula"], model="ols")
 method_coefficients.to_csv(out_dir / "coefficients_by_method.csv", index=False)
-display(method_fits.drop(columns="formula").round(3))  # the formula is printed above
+# An empty error column means every method was fitted.
+display(method_fits.drop(columns="formula").fillna({"error": ""}).round(3))  # the formula is printed above
 accuracy_by_method = method_coefficients[method_coefficients["term"] == "accuracy"].set_index("method")
 fig, ax = plt.subplots(figsize=(7, 0.35 * len(accuracy_by_method) + 1.2))
 positions = np.arange(len(accuracy_by_method))[::-1]

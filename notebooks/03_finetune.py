@@ -75,6 +75,8 @@ batch_size = None
 patience = None
 dropout = None
 weight_decay = None
+# Training-time augmentation: "none" or "flips" (random left-right / up-down flips) (None: preset value).
+augment = None
 # Inputs: the dataset of notebook 1 and the checkpoint of notebook 2 (None: the preset's run folders).
 data_dir = None
 mri_checkpoint = None
@@ -83,7 +85,8 @@ out_dir = None
 
 # %%
 overrides = {"backbone": backbone, "width": width, "mode": mode, "epochs": epochs, "lr": lr,
-             "batch_size": batch_size, "patience": patience, "dropout": dropout, "weight_decay": weight_decay}
+             "batch_size": batch_size, "patience": patience, "dropout": dropout, "weight_decay": weight_decay,
+             "augment": augment}
 config = presets.resolve("finetune", preset, **overrides)
 data_dir = Path(data_dir) if data_dir is not None else runs.default_out_dir(preset, "01_data") / "dataset"
 mri_checkpoint = (Path(mri_checkpoint) if mri_checkpoint is not None
@@ -108,7 +111,7 @@ if not grid:
         model, (bench.images[split["train"]], bench.labels[split["train"]]),
         (bench.images[split["val"]], bench.labels[split["val"]]),
         epochs=config["epochs"], lr=config["lr"], batch_size=config["batch_size"], patience=config["patience"],
-        weight_decay=config["weight_decay"], seed=seed,
+        weight_decay=config["weight_decay"], seed=seed, augment=config["augment"],
     )
     metrics, predictions = {}, []
     for name in ("val", "test"):

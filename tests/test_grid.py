@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from xaiutils import runs
+from xaiutils import presets, runs
 
 # Stands in for notebook 3: writes the sidecar a fine-tuning run writes, logs each execution, and fails on demand.
 FAKE_FINETUNE = textwrap.dedent(
@@ -129,3 +129,29 @@ def test_grid_reruns_cells_when_an_input_changes_under_the_same_path(tmp_path):
     (data_dir / "card.json").write_text(json.dumps({"content_hash": "bbb"}))  # notebook 1 re-run
     runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
     assert log.read_text().split() == ["none-k0-s0"] * 3
+
+
+@pytest.mark.slow
+def test_grid_reruns_cells_when_a_preset_value_or_the_code_changes(tmp_path, monkeypatch):
+    notebook, log, out = fake_grid(tmp_path)
+    spec = {"sources": ["none"], "n_pretrained_blocks": {"none": [0]}, "seeds": [0]}
+    parameters = {"log_file": str(log)}
+
+    def runs_so_far():
+        runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
+        return len(log.read_text().split())
+
+    assert runs_so_far() == 1
+    assert runs_so_far() == 1  # nothing changed: skipped
+    recorded = json.loads((out / "none-k0-s0" / "inputs.json").read_text())
+    assert recorded["finetune_config"] == presets.resolve("finetune", "smoke")
+
+    # The same papermill parameters, but the preset's learning rate changed: the cell must run again.
+    monkeypatch.setitem(presets.PRESETS["smoke"]["finetune"], "lr", 0.123)
+    assert runs_so_far() == 2
+    assert json.loads((out / "none-k0-s0" / "inputs.json").read_text())["finetune_config"]["lr"] == 0.123
+    assert runs_so_far() == 2  # and only once
+
+    # The notebook's code changed (a comment is enough: the fingerprint does not interpret code).
+    notebook.write_text(notebook.read_text() + "\n# edited\n")
+    assert runs_so_far() == 3

@@ -161,6 +161,35 @@ def test_training_is_reproducible_with_a_seed():
     assert torch.equal(runs[0][1], runs[1][1])
 
 
+def test_flip_augmentation_draws_one_of_four_flips_per_image():
+    x = torch.arange(64 * 5 * 5, dtype=torch.float32).reshape(64, 1, 5, 5)  # no image equals any flip of itself
+    out = train.augment_batch(x, torch.Generator().manual_seed(3))
+    variants = [lambda a: a, lambda a: a.flip(-1), lambda a: a.flip(-2), lambda a: a.flip(-1).flip(-2)]
+    drawn = [next(i for i, flip in enumerate(variants) if torch.equal(out[n], flip(x[n]))) for n in range(len(x))]
+    assert sorted(set(drawn)) == [0, 1, 2, 3]  # 64 images: each flip occurs (chance of missing one < 1e-7)
+    assert torch.equal(out, train.augment_batch(x, torch.Generator().manual_seed(3)))  # seeded
+    assert not torch.equal(out, train.augment_batch(x, torch.Generator().manual_seed(4)))
+    assert train.augment_batch(x, torch.Generator(), "none") is x
+    with pytest.raises(ValueError, match="unknown augmentation 'rotate'.*none, flips"):
+        train.augment_batch(x, torch.Generator(), "rotate")
+
+
+def test_training_with_flips_is_seeded_and_changes_training():
+    images, labels = toy_task(32)
+
+    def trained(augment):
+        model = models.prepare_model("vgg16", "none", 0, width=0.125, seed=5)
+        history = train.fit(model, (images, labels), (images, labels), epochs=2, batch_size=8, seed=7,
+                            progress=False, augment=augment)
+        return [epoch["train_loss"] for epoch in history["epochs"]], model.blocks[0][0].weight.detach().clone()
+
+    first, again, plain = trained("flips"), trained("flips"), trained("none")
+    assert first[0] == again[0] and torch.equal(first[1], again[1])
+    assert not torch.equal(first[1], plain[1])
+    with pytest.raises(ValueError, match="unknown augmentation 'mixup'"):
+        trained("mixup")
+
+
 def test_classification_metrics_known_answers():
     labels = np.array([0, 0, 1, 1])
     probabilities = np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8]])

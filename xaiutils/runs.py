@@ -257,20 +257,35 @@ def cell_name(cell: Mapping[str, Any]) -> str:
 INPUTS_FILE = "inputs.json"
 
 
-def input_fingerprint(preset: str, parameters: Mapping[str, Any]) -> dict[str, str | None]:
-    """What a grid cell reads, by content: the dataset's content hash and the MRI checkpoint's SHA-256.
+def input_fingerprint(preset: str, parameters: Mapping[str, Any],
+                      notebook: str | os.PathLike = "03_finetune") -> dict[str, Any]:
+    """What a grid cell depends on besides its own parameters, by content.
 
-    Paths alone are not enough: re-running notebook 1 or 2 rewrites the same paths with other contents, and a
-    cell trained on the old ones must then run again. A missing input is recorded as ``None``.
+    - ``dataset_hash`` and ``mri_checkpoint_sha256``: the dataset's content hash and the MRI checkpoint's SHA-256.
+      Paths alone are not enough: re-running notebook 1 or 2 rewrites the same paths with other contents.
+    - ``finetune_config``: the fine-tuning settings after the preset is applied, so that a changed preset value
+      (not only a changed papermill parameter) runs the cell again.
+    - ``code_sha256``: the notebook's text and the source of ``xaiutils``, so that a cell trained by older code is
+      not taken for a current one.
+
+    A missing input is recorded as ``None``.
     """
     import hashlib
+
+    from .presets import resolve
 
     data_dir = Path(parameters.get("data_dir") or default_out_dir(preset, "01_data") / "dataset")
     checkpoint = Path(parameters.get("mri_checkpoint") or default_out_dir(preset, "02_pretrain_mri") / "model.pt")
     card = data_dir / "card.json"
     dataset_hash = json.loads(card.read_text()).get("content_hash") if card.is_file() else None
     checkpoint_hash = hashlib.sha256(checkpoint.read_bytes()).hexdigest() if checkpoint.is_file() else None
-    return {"dataset_hash": dataset_hash, "mri_checkpoint_sha256": checkpoint_hash}
+    keys = resolve("finetune", preset)
+    finetune_config = resolve("finetune", preset, **{key: parameters.get(key) for key in keys})
+    code = hashlib.sha256(find_notebook(notebook).read_bytes())
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        code.update(source.name.encode() + b"\0" + source.read_bytes())
+    return {"dataset_hash": dataset_hash, "mri_checkpoint_sha256": checkpoint_hash,
+            "finetune_config": json.loads(json.dumps(finetune_config, default=str)), "code_sha256": code.hexdigest()}
 
 
 def is_finished(folder: Path, parameters: Mapping[str, Any], inputs: Mapping[str, Any] | None = None) -> bool:
@@ -299,10 +314,10 @@ def run_grid(
     """Run every grid cell that is not finished yet, then collect ``accuracy.csv``; return that table.
 
     Each cell is one run folder ``<out_dir>/<source>-k<k>-s<seed>``, built atomically by :func:`run_notebook`.
-    A cell whose folder holds ``run.json`` with the same parameters, and ``inputs.json`` with the same input
-    fingerprints (:func:`input_fingerprint`), is skipped, so an interrupted grid resumes where it stopped; a cell
-    recorded with other parameters or other inputs is run again and replaced. ``parameters`` are
-    passed to every cell (e.g. ``epochs``, ``data_dir``).
+    A cell whose folder holds ``run.json`` with the same parameters, and ``inputs.json`` with the same
+    fingerprint (:func:`input_fingerprint`: inputs, resolved settings and code), is skipped, so an interrupted grid
+    resumes where it stopped; a cell recorded with other parameters or another fingerprint is run again and
+    replaced. ``parameters`` are passed to every cell (e.g. ``epochs``, ``data_dir``).
     """
     import pandas as pd
     from tqdm import tqdm
@@ -317,7 +332,7 @@ def run_grid(
         shutil.rmtree(leftover, ignore_errors=True)
 
     cells = grid_cells(spec)
-    inputs = input_fingerprint(preset, dict(parameters or {}))
+    inputs = input_fingerprint(preset, dict(parameters or {}), notebook)
     executed = []
     for cell in tqdm(cells, desc="grid", disable=not progress):
         cell_parameters = {**dict(parameters or {}), **cell, "grid": False}

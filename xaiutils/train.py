@@ -17,7 +17,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .models import save_weights
+from .models import check_choice, save_weights
+
+# Training-time augmentation. "flips": each image is flipped left-right and/or up-down with probability 1/2
+# each, drawn per batch; lesion shape (the class) does not change under a flip.
+AUGMENTATIONS = ("none", "flips")
 
 
 def select_device(device: str | torch.device | None = None) -> torch.device:
@@ -47,6 +51,16 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None = None, d
         order = order.to(device)
     for start in range(0, n, batch_size):
         yield order[start:start + batch_size]
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, mode: str = "flips") -> torch.Tensor:
+    """Augment a batch (N×C×H×W) with draws from the CPU ``generator``, so a seed gives the same batch anywhere."""
+    check_choice("augmentation", mode, AUGMENTATIONS)
+    if mode == "none":
+        return x
+    flips = (torch.rand(2, len(x), generator=generator) < 0.5).to(x.device)[:, :, None, None, None]
+    x = torch.where(flips[0], x.flip(-1), x)
+    return torch.where(flips[1], x.flip(-2), x)
 
 
 def autocast(device: torch.device):
@@ -93,15 +107,18 @@ def classification_metrics(labels, probabilities) -> dict[str, float]:
 
 
 def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float = 1e-3, batch_size: int = 32,
-        patience: int = 3, weight_decay: float = 0.0, seed: int = 0, device=None, progress: bool = True) -> dict:
+        patience: int = 3, weight_decay: float = 0.0, seed: int = 0, device=None, progress: bool = True,
+        augment: str = "none") -> dict:
     """Train ``model`` on ``train = (images, labels)``, early-stopping on the loss over ``val``.
 
     The weights of the epoch with the lowest validation loss are restored at the end. ``seed`` fixes the data
-    order and dropout; initialisation is seeded where the model is built. Returns the history: per-epoch losses
-    and accuracies, the best epoch, whether training stopped early, the device and the wall time.
+    order, the augmentation draws (``augment``, one of :data:`AUGMENTATIONS`; training batches only) and dropout;
+    initialisation is seeded where the model is built. Returns the history: per-epoch losses and accuracies, the
+    best epoch, whether training stopped early, the device and the wall time.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
+    check_choice("augmentation", augment, AUGMENTATIONS)
     device = select_device(device)
     x_train, y_train = as_tensor_images(train[0]).to(device), torch.as_tensor(np.asarray(train[1])).long().to(device)
     x_val, y_val = as_tensor_images(val[0]).to(device), torch.as_tensor(np.asarray(val[1])).long().to(device)
@@ -131,8 +148,9 @@ def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float 
         epoch_started = time.perf_counter()
         for index in batches(len(x_train), batch_size, generator, device):
             optimiser.zero_grad(set_to_none=True)
+            x = x_train[index] if augment == "none" else augment_batch(x_train[index], generator, augment)
             with autocast(device):
-                logits = model(x_train[index])
+                logits = model(x)
                 loss = loss_function(logits.float(), y_train[index])
             loss.backward()
             optimiser.step()

@@ -153,7 +153,9 @@ if not grid:
 #
 # Each cell of the grid is a run folder `grid/<source>-k<k>-s<seed>/` holding the executed notebook, the
 # weights (`model.pt`), the sidecar (`model.json`) and the per-image predictions that notebook 4 needs.
-# Finished cells with the same parameters are not run again.
+# A finished cell is not run again while its parameters, the preset's fine-tuning settings, its inputs (dataset
+# and MRI checkpoint, by content) and the code (this notebook and `xaiutils`) stay the same; `inputs.json` in the
+# cell's folder records them.
 
 # %%
 if grid:
@@ -218,6 +220,7 @@ if grid:
 #   with one seed, so differences between cells are not evidence about pre-training; the `study` preset runs
 #   VGG-16 at the study's image size with several seeds, as the reference study did with VGG-16.
 # - Choices that are ours: the block cut of each backbone, freezing the transferred blocks, Adam with early
-#   stopping on validation loss, and the optimisation settings of the preset.
+#   stopping on validation loss, and the optimisation and augmentation settings of the preset (random flips of
+#   the training images at `smoke`).
 #
 # **Next:** notebook 4 explains these models and scores the explanations against the lesion masks.

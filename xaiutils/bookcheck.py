@@ -41,7 +41,8 @@ BLANK_FRACTION = 1e-4
 WAIT_S = 10
 # Text that gives the build machine away: a library's install path (a warning prints the file it came from) or
 # the checkout's absolute path. Neither means anything to a reader, and both change from machine to machine.
-_INSTALLED_PATH = re.compile(r"[^\s'\"<>()]*(?:site|dist)-packages/[^\s'\"<>():,]*")
+_PATH_TAIL = r"[^\s'\"<>():,]*"
+_INSTALLED_PATH = re.compile(r"[^\s'\"<>()]*(?:site|dist)-packages/" + _PATH_TAIL)
 
 # The article the reader sees: sphinx-book-theme's <article class="bd-article">, else the closest generic element.
 _ARTICLE = (
@@ -54,8 +55,7 @@ const images = Array.from(document.images).map(img => ({{
     src: img.currentSrc || img.src, raw: img.getAttribute('src') || '',
     ok: img.complete && img.naturalWidth > 0, inArticle: !!article && article.contains(img)}}));
 const links = Array.from(document.querySelectorAll('a[href]')).map(a => ({{raw: a.getAttribute('href'), url: a.href}}));
-return {{text: article ? article.innerText.trim().length : 0, articleText: article ? article.innerText : '',
-         images: images, links: links,
+return {{text: article ? article.innerText : '', images: images, links: links,
          width: document.documentElement.scrollWidth,
          height: Math.max(document.documentElement.scrollHeight, document.body ? document.body.scrollHeight : 0)}};
 """
@@ -155,7 +155,7 @@ def machine_paths(text: str, checkout: str | Path | None = None) -> list[str]:
     """The distinct paths in ``text`` that belong to the build machine: installed packages, or under ``checkout``."""
     found = _INSTALLED_PATH.findall(text)
     if checkout is not None and Path(checkout).parent != Path(checkout):  # never the file-system root itself
-        found += re.findall(re.escape(str(Path(checkout))) + r"/[^\s'\"<>():,]*", text)
+        found += re.findall(re.escape(str(Path(checkout))) + "/" + _PATH_TAIL, text)
     return sorted({path.rstrip(".") for path in found})  # a path that ends a sentence keeps its full stop out
 
 
@@ -228,13 +228,13 @@ def check_page(driver, root: Path, page: str, screenshot_dir: Path | None = None
         write_atomic(shot, png)
         result.screenshot = str(shot)
     reasons = (["screenshot is one colour"] if _is_blank(png) else []) + (
-        ["no visible text in the article"] if info["text"] == 0 else [])
+        ["no visible text in the article"] if not info["text"].strip() else [])
     if reasons:
         result.blank = True
         result.problems.append(f"blank page ({'; '.join(reasons)})")
 
     # The site is <checkout>/_build/html: paths under the checkout are this machine's.
-    for leaked in machine_paths(info["articleText"], checkout=root.parent.parent):
+    for leaked in machine_paths(info["text"], checkout=root.parent.parent):
         result.problems.append(f"shows a path of the build machine: {leaked}")
 
     # Images: all of them must load, except remote ones (no network here, as for links).

@@ -148,7 +148,7 @@ def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float 
         epoch_started = time.perf_counter()
         for index in batches(len(x_train), batch_size, generator, device):
             optimiser.zero_grad(set_to_none=True)
-            x = x_train[index] if augment == "none" else augment_batch(x_train[index], generator, augment)
+            x = augment_batch(x_train[index], generator, augment)  # "none" draws nothing and returns the batch
             with autocast(device):
                 logits = model(x)
                 loss = loss_function(logits.float(), y_train[index])

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Download, on a machine with PyPI, the wheels that a GPU machine's Python lacks for
-# benchmarks/gpu_finetune_throughput.py, at the versions pinned in requirements.txt, into .whl/ (git-ignored).
+# benchmarks/gpu_finetune_throughput.py and the tests marked `gpu`, at the versions pinned in requirements.txt,
+# into .whl/ (git-ignored).
 #
 # Why only these: the benchmark imports xaiutils.data/models/train. Beyond what a CUDA PyTorch image ships
-# (torch, torchvision, numpy, scipy, pandas, scikit-learn, tqdm, ...), that closure needs nibabel and nilearn
-# (the MNI152 template ships inside nilearn's wheel). Both are pure Python, so one wheel fits any CPython 3.
+# (torch, torchvision, numpy, scipy, pandas, scikit-learn, tqdm, pytest, ...), that closure needs nibabel and
+# nilearn (the MNI152 template ships inside nilearn's wheel); the `gpu` tests add captum (xaiutils.explain).
+# All three are pure Python, so one wheel fits any CPython 3.
 # xaiutils itself travels as source (PYTHONPATH), so nothing is built on the GPU machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PACKAGES=(nibabel nilearn)
+PACKAGES=(nibabel nilearn captum)
 PINS=()
 for name in "${PACKAGES[@]}"; do
     pin=$(grep -E "^${name}==" requirements.txt) || { echo "device_wheels: no pin for ${name} in requirements.txt" >&2; exit 1; }

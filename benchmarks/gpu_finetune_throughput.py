@@ -12,7 +12,7 @@ Target on an H100/H200: ratio >= 0.85 (the data path must not starve the GPU). R
     python benchmarks/gpu_finetune_throughput.py --image-size 224 --width 1.0 --out results.json
 
 or, on a GPU machine whose Python lacks this project's packages, ``bash benchmarks/run_on_device.sh`` after
-``bash benchmarks/device_wheels.sh`` here (it fetches the two missing wheels, nibabel and nilearn).
+``bash benchmarks/device_wheels.sh`` here (it fetches the missing wheels: nibabel, nilearn and captum).
 
 ``--quick`` runs a tiny configuration on the CPU (what the test suite checks: the script works end to end).
 """

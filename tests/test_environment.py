@@ -83,8 +83,8 @@ def test_pinned_versions_satisfy_pyproject_ranges():
 
 
 def test_gpu_machine_wheels_follow_the_requirements_pins():
-    """benchmarks/device_wheels.sh fetches nibabel and nilearn for a GPU machine at exactly the pinned versions."""
+    """benchmarks/device_wheels.sh fetches nibabel, nilearn and captum for a GPU machine at the pinned versions."""
     printed = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_wheels.sh"), "--print"],
                              capture_output=True, text=True, check=True).stdout.split()
     required = pins((ROOT / "requirements.txt").read_text().splitlines())
-    assert pins(printed) == {name: required[name] for name in ("nibabel", "nilearn")}
+    assert pins(printed) == {name: required[name] for name in ("nibabel", "nilearn", "captum")}

@@ -238,6 +238,21 @@ def test_method_table_lists_every_method():
     assert "sobel" not in explain.method_names(include_baselines=False)
 
 
+def test_full_fp32_turns_tf32_off_on_cuda_and_restores_the_callers_settings():
+    # The flags are plain settings, so this runs without a GPU; test_gpu_matches_cpu checks their effect.
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, True
+        with explain.full_fp32(torch.device("cpu")):
+            assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        with pytest.raises(RuntimeError, match="inside"), explain.full_fp32(torch.device("cuda")):
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+            raise RuntimeError("inside")
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_matches_cpu(tiny_vgg, images):

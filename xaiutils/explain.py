@@ -571,7 +571,7 @@ def attribute(model: nn.Module | None, images, targets, method: str, batch_size:
             raise ValueError(f"targets must lie in 0..{outputs.shape[1] - 1}, got {targets.unique().tolist()}")
         check_applicable(work, name, images[:1].to(device))
         maps = []
-        with _seeded(seed, device):
+        with _seeded(seed, device), full_fp32(device):
             generator = torch.Generator().manual_seed(seed)
             chunk = _chunk_size(name, options, batch_size)
             for start in _progress(range(0, images.shape[0], chunk), progress, name):
@@ -584,6 +584,26 @@ def attribute(model: nn.Module | None, images, targets, method: str, batch_size:
         if work is model:
             model.train(was_training)
     return np.concatenate(maps)
+
+
+@contextlib.contextmanager
+def full_fp32(device: torch.device):
+    """Run CUDA convolutions and matrix products in full fp32 (TF32 off), restoring the caller's settings after.
+
+    PyTorch lets cuDNN run fp32 convolutions in TF32 by default. On an H100 that moved integrated-gradients maps of
+    VGG-16 at width/8 (8 slices at 64²) by up to 9.9 % of their maximum compared with the CPU, against 0.29 % in
+    full fp32; the maps are what the benchmark scores, so they are computed at the precision the CPU uses.
+    Training keeps its bf16 autocast.
+    """
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @contextlib.contextmanager

@@ -6,7 +6,8 @@
 # Installs the carried wheels into a private folder (the machine's own packages are left untouched), makes
 # xaiutils importable from source, prints the card, runs the tests marked `gpu` (they are skipped everywhere
 # else, CI included), then measures VGG-16 fine-tuning throughput at 224² through the real training loop against
-# synthetic tensors (target ratio >= 0.85).
+# synthetic tensors (target ratio >= 0.85), and how far GPU explanation maps move from the CPU's with TF32
+# off and on (benchmarks/gpu_attribution_precision.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-device_results}
@@ -24,4 +25,5 @@ python3 -m pytest -p no:cacheprovider -m gpu -v "${GPU_TEST_FILES[@]}" 2>&1 | te
     || tests_rc=$?  # the measurement still runs; the script's status reports the tests
 python3 benchmarks/gpu_finetune_throughput.py --image-size 224 --width 1.0 "$@" \
     --out "$OUT/gpu_finetune_throughput.json" 2>&1 | tee "$OUT/gpu_finetune_throughput.log"
+python3 benchmarks/gpu_attribution_precision.py --out "$OUT/gpu_attribution_precision.json"
 exit "$tests_rc"

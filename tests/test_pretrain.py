@@ -55,3 +55,15 @@ def test_throughput_benchmark_runs_end_to_end():
     assert result["real_loop_images_per_second"] > 0 and result["synthetic_images_per_second"] > 0
     assert result["ratio"] == pytest.approx(
         result["real_loop_images_per_second"] / result["synthetic_images_per_second"], rel=1e-2)
+
+
+def test_attribution_precision_benchmark_compares_the_cpu_with_itself_without_a_gpu():
+    spec = importlib.util.spec_from_file_location("precision", ROOT / "benchmarks" / "gpu_attribution_precision.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--device", "cpu", "--image-size", "32", "--n-images", "2", "--n-steps", "4"])
+    # Same device, same seed, same code: the maps are identical whichever TF32 setting is in force.
+    assert result["max_deviation_over_max_full_fp32"] == 0.0
+    assert result["max_deviation_over_max_tf32_default"] == 0.0
+    assert module.relative_deviation(np.array([1.0, -2.0]), np.array([1.0, -4.0])) == pytest.approx(0.5)
+

@@ -592,7 +592,8 @@ def full_fp32(device: torch.device):
 
     PyTorch lets cuDNN run fp32 convolutions in TF32 by default. On an H100 that moved integrated-gradients maps of
     VGG-16 at width/8 (8 slices at 64²) by up to 9.9 % of their maximum compared with the CPU, against 0.29 % in
-    full fp32; the maps are what the benchmark scores, so they are computed at the precision the CPU uses.
+    full fp32 (``benchmarks/gpu_attribution_precision.py``); the maps are what the benchmark scores, so they are
+    computed at the precision the CPU uses.
     Training keeps its bf16 autocast.
     """
     if torch.device(device).type != "cuda":

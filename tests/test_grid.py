@@ -41,6 +41,24 @@ FAKE_FINETUNE = textwrap.dedent(
 SPEC = {"sources": ["imagenet", "none"], "n_pretrained_blocks": {"imagenet": [1, 3], "none": [0]}, "seeds": [0, 1]}
 
 
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """A runs folder holding a small real dataset where the smoke preset's notebook 1 puts it: the grid checks
+    that its input exists and matches its card before any cell starts."""
+    from xaiutils import data
+
+    root = tmp_path_factory.mktemp("runs")
+    data.make_benchmark(root / "smoke" / "01_data" / "dataset", "smoke", progress=False, n_subjects=3,
+                        slices_per_subject=2, image_size=32, radius_range=(2.0, 3.0))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def default_dataset(request, monkeypatch):
+    if "slow" in request.keywords:
+        monkeypatch.setenv(runs.RUNS_ENV, str(request.getfixturevalue("tiny_runs")))
+
+
 def fake_grid(tmp_path):
     """The stand-in notebook, its execution log and the grid folder."""
     notebook = tmp_path / "fake_finetune.py"
@@ -111,22 +129,25 @@ def test_grid_resume_with_identical_parameters_runs_only_missing_cells(tmp_path)
 def test_grid_reruns_cells_when_an_input_changes_under_the_same_path(tmp_path):
     notebook, log, out = fake_grid(tmp_path)
     spec = {"sources": ["none"], "n_pretrained_blocks": {"none": [0]}, "seeds": [0]}
+    from xaiutils import data
+
     data_dir, checkpoint = tmp_path / "dataset", tmp_path / "model.pt"
-    data_dir.mkdir()
-    (data_dir / "card.json").write_text(json.dumps({"content_hash": "aaa"}))
+    tiny = {"n_subjects": 3, "slices_per_subject": 2, "image_size": 32, "radius_range": (2.0, 3.0)}
+    first = data.make_benchmark(data_dir, seed=0, progress=False, **tiny)
+    first_hash = data.load_benchmark(first).card["content_hash"]
     checkpoint.write_bytes(b"first weights")
     parameters = {"log_file": str(log), "data_dir": str(data_dir), "mri_checkpoint": str(checkpoint)}
 
     runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
     runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
     assert log.read_text().split() == ["none-k0-s0"]  # same parameters, same inputs: skipped
-    assert json.loads((out / "none-k0-s0" / "inputs.json").read_text())["dataset_hash"] == "aaa"
+    assert json.loads((out / "none-k0-s0" / "inputs.json").read_text())["dataset_hash"] == first_hash
 
     checkpoint.write_bytes(b"retrained weights")  # notebook 2 re-run: same path, other contents
     runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
     assert log.read_text().split() == ["none-k0-s0", "none-k0-s0"]
 
-    (data_dir / "card.json").write_text(json.dumps({"content_hash": "bbb"}))  # notebook 1 re-run
+    data.make_benchmark(data_dir, seed=1, progress=False, overwrite=True, **tiny)  # notebook 1 re-run
     runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
     assert log.read_text().split() == ["none-k0-s0"] * 3
 

@@ -116,7 +116,8 @@ def test_failing_notebook_leaves_no_run_folder(tmp_path):
     with pytest.raises(Exception, match="deliberate failure"):
         runs.run_notebook(notebook, out_dir=out, progress=False)
     assert not out.exists()
-    leftovers = sorted(path.name for path in out.parent.iterdir())
+    # (the run folder's lock file .fails.lock stays, empty of any lock: waiters must share its inode)
+    leftovers = sorted(path.name for path in out.parent.iterdir() if path.name != ".fails.lock")
     assert leftovers == ["fails.failed.ipynb"], f"only the failed notebook copy may remain, found {leftovers}"
 
 
@@ -132,7 +133,7 @@ def test_run_folder_is_replaced_only_with_overwrite(tmp_path):
     (out / "marker").write_text("old run")
     runs.run_notebook(notebook, out_dir=out, parameters={"fail": False}, progress=False, overwrite=True)
     assert not (out / "marker").exists(), "the old run folder should have been replaced"
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["ok-run", "ok.py"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".ok-run.lock", "ok-run", "ok.py"]
 
 
 def test_weight_file_hash_prefix(tmp_path):

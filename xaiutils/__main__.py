@@ -50,17 +50,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parameters(pairs) -> dict:
+    from .runs import parse_value
+
+    return {name: parse_value(value, name) for name, value in pairs}
+
+
+def _run_guarded(action) -> int:
+    """Run ``action`` with SIGTERM and SIGHUP handled like Ctrl-C (temporary folders removed), and answer every
+    expected failure with one line on stderr instead of a traceback."""
+    from .runs import FolderBusy, Terminated, describe_failure, terminate_like_interrupt
+
+    try:
+        with terminate_like_interrupt():
+            return action()
+    except Terminated as stop:
+        print(f"error: {stop}; the unfinished run folder was removed, nothing else changed", file=sys.stderr)
+        return 128 + stop.signum
+    except KeyboardInterrupt:
+        print("error: interrupted; the unfinished run folder was removed, nothing else changed", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, FolderBusy) as error:
+        print(f"error: {describe_failure(error)}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        from papermill.exceptions import PapermillExecutionError
+
+        if not isinstance(error, PapermillExecutionError):
+            raise
+        print(f"error: {describe_failure(error)}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        from .runs import parse_value, run_notebook
+        from .runs import run_notebook
 
-        parameters = {name: parse_value(value) for name, value in args.parameter}
-        for reserved in ("preset", "out_dir"):
-            if reserved in parameters:
-                print(f"error: set {reserved} with --{reserved.split('_')[0]}, not -p", file=sys.stderr)
-                return 2
-        try:
+        def run() -> int:
+            parameters = _parameters(args.parameter)
+            for reserved in ("preset", "out_dir"):
+                if reserved in parameters:
+                    raise ValueError(f"set {reserved} with --{reserved.split('_')[0]}, not -p")
             out = run_notebook(
                 args.notebook,
                 out_dir=args.out,
@@ -69,25 +100,20 @@ def main(argv: list[str] | None = None) -> int:
                 kernel_name=args.kernel,
                 overwrite=args.overwrite,
             )
-        except (ValueError, FileNotFoundError, FileExistsError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        print(out)
-        return 0
+            print(out)
+            return 0
+
+        return _run_guarded(run)
     if args.command == "grid":
-        import yaml
+        from .runs import read_grid_file, run_grid
 
-        from .runs import parse_value, run_grid
+        def grid() -> int:
+            spec = read_grid_file(args.grid_file) if args.grid_file else None
+            table = run_grid(args.preset, out_dir=args.out, spec=spec, parameters=_parameters(args.parameter))
+            print(table.to_string(index=False))
+            return 0
 
-        spec = yaml.safe_load(Path(args.grid_file).read_text()) if args.grid_file else None
-        parameters = {name: parse_value(value) for name, value in args.parameter}
-        try:
-            table = run_grid(args.preset, out_dir=args.out, spec=spec, parameters=parameters)
-        except (ValueError, FileNotFoundError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        print(table.to_string(index=False))
-        return 0
+        return _run_guarded(grid)
     if args.command == "setup-weights":
         from .weights import place_mobilenet_v2
 

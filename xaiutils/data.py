@@ -53,6 +53,9 @@ CARD_FILE = "card.json"
 ARRAY_FILES = {"images": "images.npy", "masks": "masks.npy", "brain_masks": "brain_masks.npy",
                "labels": "labels.npy"}
 NIFTI_FILES = {"images": "images.nii.gz", "masks": "masks.nii.gz", "brain_masks": "brain_masks.nii.gz"}
+# the files the content hash covers, relative to the dataset folder (their sizes and change times are stamped)
+HASHED_FILES = tuple(f"cache/{name}" for name in ARRAY_FILES.values()) + ("metadata.csv", "lesions.csv")
+MAX_NONFINITE = 0.001  # share of NaN / infinite voxels in a volume above which it is refused (0.1 %)
 
 
 # --------------------------------------------------------------------------------------------------- volumes
@@ -168,9 +171,14 @@ def _nifti_header(path: Path, what: str):
     return image
 
 
-def read_nifti(path: str | os.PathLike, what: str = "volume") -> tuple[np.ndarray, np.ndarray]:
+def read_nifti(path: str | os.PathLike, what: str = "volume",
+               max_nonfinite: float = MAX_NONFINITE) -> tuple[np.ndarray, np.ndarray]:
     """Read a 3-D NIfTI file reoriented to RAS+ (nibabel's closest canonical); return ``(float32 array,
-    affine)``. Raises ``ValueError`` naming the file for a corrupt, unreadable or non-3-D file."""
+    affine)``. Raises ``ValueError`` naming the file for a corrupt, unreadable or non-3-D file.
+
+    Non-finite voxels (NaN, ±inf): up to ``max_nonfinite`` of all voxels they are set to 0 with a warning; a
+    larger share, or a volume without any finite voxel, is refused with the file and the share named (setting
+    them to 0 silently would shrink the brain mask and change the slices without a word)."""
     import nibabel as nib
 
     path = Path(path)
@@ -181,8 +189,18 @@ def read_nifti(path: str | os.PathLike, what: str = "volume") -> tuple[np.ndarra
         array = np.asarray(image.get_fdata(dtype=np.float32), dtype=np.float32)
     except Exception as error:
         raise ValueError(f"cannot read the voxel data of {what} {path}: corrupt NIfTI file ({error})") from error
-    if not np.isfinite(array).all():
-        array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
+    finite = np.isfinite(array)
+    if not finite.all():
+        share = 1.0 - np.count_nonzero(finite) / finite.size
+        if share >= 1.0:
+            raise ValueError(f"{what} {path} holds no finite voxel (every voxel is NaN or infinite)")
+        if share > max_nonfinite:
+            raise ValueError(
+                f"{what} {path}: {share:.1%} of its voxels are NaN or infinite (at most {max_nonfinite:.1%} are "
+                f"accepted); set them to 0 where they mark background, or mask the volume, and run again")
+        warnings.warn(f"{what} {path}: {share:.3%} of its voxels are NaN or infinite; they are set to 0",
+                      stacklevel=2)
+        array = np.where(finite, array, np.float32(0.0))
     return array, np.asarray(image.affine)
 
 
@@ -355,6 +373,8 @@ class Variability:
         for name in ("deformation_mm", "rotation_deg", "scale_jitter", "contrast_jitter", "bias_field", "noise"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+            if not getattr(self, name) < float("inf"):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
         if self.scale_jitter >= 0.5:
             raise ValueError(f"scale_jitter must be < 0.5, got {self.scale_jitter!r}")
 
@@ -401,13 +421,17 @@ def _smooth_field(values, low, spacing, offsets, z_mm, coarse: int = 32) -> np.n
 
 
 def sample_slices(anatomy: Anatomy, levels: np.ndarray, image_size: int, rng: np.random.Generator | None = None,
-                  variability: Variability | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  variability: Variability | None = None, extra_volumes=()) -> tuple[np.ndarray, ...]:
     """Axial slices at ``levels`` (indices of the original volume) on an ``image_size``² grid over the FOV.
 
     With ``variability`` (and ``rng``) the volume is first turned into a pseudo-subject: a random rotation about
     the axial axis and isotropic scaling, plus a smooth cubic B-spline displacement field; then a random gamma
     curve, a smooth multiplicative bias field and Rician noise change its intensities. Only the requested slices
     are computed. Returns ``(images, brain_masks)``: float32 ``K×S×S`` scaled by :func:`scale_to_brain`, and bool.
+
+    ``extra_volumes``: arrays on the grid of ``anatomy.t1`` (e.g. tissue probability maps prepared like it) that
+    are sampled at the same, deformed positions (linear interpolation, no intensity changes) and returned as a
+    third element, ``E×K×S×S`` float32, so that they follow the pseudo-subject's anatomy exactly.
     """
     levels = np.asarray(levels)
     size = int(image_size)
@@ -437,6 +461,8 @@ def sample_slices(anatomy: Anatomy, levels: np.ndarray, image_size: int, rng: np
             pulled[..., axis] += _smooth_field(displacement[axis], low, CONTROL_SPACING_MM, offsets, z_mm)
     voxels = (pulled / anatomy.zooms + anatomy.center).reshape(-1, 3).T
     t1 = ndimage.map_coordinates(anatomy.t1, voxels, order=1, mode="constant", cval=0.0)
+    extras = [ndimage.map_coordinates(np.asarray(volume, dtype=np.float32), voxels, order=1, mode="constant",
+                                      cval=0.0).reshape(points.shape[:-1]) for volume in extra_volumes]
     brain = ndimage.map_coordinates(anatomy.brain, voxels, order=1, mode="constant", cval=0.0) > 0.5
     t1 = t1.reshape(points.shape[:-1]).astype(np.float64)
     brain = brain.reshape(points.shape[:-1])
@@ -452,6 +478,8 @@ def sample_slices(anatomy: Anatomy, levels: np.ndarray, image_size: int, rng: np
         if brain[index].sum() < 16:
             raise ValueError(f"brain mask is empty (under 16 pixels) in the slice at level {int(level)}")
         images[index] = scale_to_brain(t1[index], brain[index])
+    if len(extra_volumes):
+        return images, brain, np.asarray(extras, dtype=np.float32)
     return images, brain
 
 
@@ -526,13 +554,15 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     cfg["split_fractions"] = fractions
     if not isinstance(cfg["seed"], (int, np.integer)) or isinstance(cfg["seed"], bool) or cfg["seed"] < 0:
         raise ValueError(f"seed must be a non-negative integer, got {cfg['seed']!r}")
-    lesion_params(cfg)
+    params = lesion_params(cfg)
     variability(cfg)
     source = cfg["source"]
     if not isinstance(source, (str, os.PathLike)):
         raise ValueError(f"source must be {TEMPLATE_SOURCE!r}, {IXI_SOURCE!r} or a folder, got {source!r}")
-    for key in ("n_lesions", "radius_range", "lesion_contrast"):
-        cfg[key] = tuple(cfg[key])
+    # as the lesion generator reads them (checked: whole lesion counts, finite numbers), so the card records
+    # exactly the values used
+    cfg["n_lesions"], cfg["radius_range"] = params.n_lesions, params.radius_range
+    cfg["lesion_contrast"] = params.contrast_range
     return cfg
 
 
@@ -842,7 +872,9 @@ def write_benchmark(bench: Benchmark, out_dir: str | os.PathLike, overwrite: boo
         bench.lesions.to_csv(partial / "lesions.csv", index=False)
         (partial / CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")
         (partial / "README.md").write_text(_dataset_readme(card))
-        from .runs import move_into_place
+        from .runs import move_into_place, write_stamp
+
+        write_stamp(partial, HASHED_FILES, card["content_hash"])
 
         move_into_place(partial, out_dir)
     except BaseException:
@@ -871,33 +903,77 @@ def make_benchmark(out_dir: str | os.PathLike, preset: str = "smoke", seed: int 
     return write_benchmark(bench, out_dir, overwrite=overwrite)
 
 
+def _remake_hint(card: dict[str, Any] | None = None) -> str:
+    preset = (card or {}).get("preset", "smoke")
+    return (f"re-create it with notebook 1 (python -m xaiutils run 01_data --preset {preset} --overwrite) or "
+            f"make_benchmark(..., overwrite=True)")
+
+
+def _load_array(file: Path, dataset: Path, mmap: bool) -> np.ndarray:
+    if not file.is_file():
+        raise FileNotFoundError(f"dataset {dataset} is incomplete: {file.relative_to(dataset)} is missing; "
+                                f"{_remake_hint()}")
+    try:
+        return np.load(file, mmap_mode="r" if mmap else None)
+    except Exception as error:  # EOFError (empty), ValueError (truncated, pickled), OSError
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"dataset {dataset}: {file.relative_to(dataset)} is not a readable .npy array "
+                         f"({reason}); the file is damaged: {_remake_hint()}") from None
+
+
+def _read_table(file: Path, dataset: Path, **options) -> pd.DataFrame:
+    if not file.is_file():
+        raise FileNotFoundError(f"dataset {dataset} is incomplete: {file.name} is missing; {_remake_hint()}")
+    try:
+        return pd.read_csv(file, **options)
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"dataset {dataset}: {file.name} is not a readable table ({reason}); "
+                         f"{_remake_hint()}") from None
+
+
 def load_benchmark(path: str | os.PathLike, verify: bool = False, mmap: bool = False) -> Benchmark:
-    """Read a dataset folder written by :func:`make_benchmark`. ``verify=True`` recomputes the content hash and
-    raises ``ValueError`` if it differs from the card's; ``mmap=True`` memory-maps the array cache."""
+    """Read a dataset folder written by :func:`make_benchmark`; ``mmap=True`` memory-maps the array cache.
+
+    The data are always checked against the card's content hash, so nothing is computed on a dataset changed
+    after its card was written. By default the check is cheap: the sizes and change times of the hashed files
+    are compared with ``cache/stamp.json``, written with the dataset; while they match, the card's hash stands.
+    When they differ (or the stamp is missing), and always with ``verify=True``, the content hash is recomputed
+    from the data (about 0.07 s for the smoke dataset): a mismatch raises ``ValueError``; a match renews the
+    stamp where the folder is writable. Damaged or inconsistent files raise one-line errors naming the file.
+    """
+    from .runs import read_card, stamp_matches, write_stamp
+
     path = Path(path)
-    card_path = path / CARD_FILE
-    if not card_path.is_file():
-        raise FileNotFoundError(f"{path} is not a benchmark dataset folder: {CARD_FILE} is missing")
-    card = json.loads(card_path.read_text())
-    arrays = {}
-    for name, filename in ARRAY_FILES.items():
-        file = path / "cache" / filename
-        if not file.is_file():
-            raise FileNotFoundError(f"dataset {path} is incomplete: cache/{filename} is missing")
-        arrays[name] = np.load(file, mmap_mode="r" if mmap else None)
+    card = read_card(path)
+    arrays = {name: _load_array(path / "cache" / filename, path, mmap) for name, filename in ARRAY_FILES.items()}
+    images = arrays["images"]
+    if images.ndim != 3:
+        raise ValueError(f"dataset {path}: cache/images.npy has shape {images.shape}, expected N×H×W; "
+                         f"{_remake_hint(card)}")
+    for name in ("masks", "brain_masks"):
+        if arrays[name].shape != images.shape:
+            raise ValueError(f"dataset {path}: cache/{ARRAY_FILES[name]} has shape {arrays[name].shape}, the "
+                             f"images {images.shape}; {_remake_hint(card)}")
+    if arrays["labels"].shape != images.shape[:1]:
+        raise ValueError(f"dataset {path}: cache/labels.npy has shape {arrays['labels'].shape} for "
+                         f"{images.shape[0]} images; {_remake_hint(card)}")
     text_columns = {"subject": str, "split": str, "class_name": str, "shape": str}
-    metadata = pd.read_csv(path / "metadata.csv", dtype=text_columns, keep_default_na=False,
+    metadata = _read_table(path / "metadata.csv", path, dtype=text_columns, keep_default_na=False,
                            na_values={c: [""] for c in ("contrast", "solidity", "centroid_row", "centroid_col")})
-    lesions = pd.read_csv(path / "lesions.csv", dtype={"shape": str})
+    lesions = _read_table(path / "lesions.csv", path, dtype={"shape": str})
     bench = Benchmark(arrays["images"], arrays["masks"], arrays["labels"], metadata, card, arrays["brain_masks"],
                       lesions, path)
     if len(metadata) != len(bench.labels):
-        raise ValueError(f"dataset {path}: metadata has {len(metadata)} rows for {len(bench.labels)} images")
-    if verify:
+        raise ValueError(f"dataset {path}: metadata.csv has {len(metadata)} rows for {len(bench.labels)} images; "
+                         f"{_remake_hint(card)}")
+    if verify or not stamp_matches(path, card["content_hash"]):
         actual = content_hash(bench)
-        if actual != card.get("content_hash"):
-            raise ValueError(f"dataset {path} fails its content hash check: card {card.get('content_hash')}, "
-                             f"files {actual}")
+        if actual != card["content_hash"]:
+            raise ValueError(f"dataset {path} no longer matches its card: the content hash of its files is "
+                             f"{actual[:12]}…, card.json records {card['content_hash'][:12]}… (a file was changed "
+                             f"after the dataset was written); {_remake_hint(card)}")
+        write_stamp(path, HASHED_FILES, actual)
     return bench
 
 

@@ -494,7 +494,12 @@ def _as_images(images) -> torch.Tensor:
 
 
 def _as_targets(targets, count: int) -> torch.Tensor:
-    targets = torch.as_tensor(np.asarray(targets) if not torch.is_tensor(targets) else targets).long().reshape(-1)
+    raw = torch.as_tensor(np.asarray(targets) if not torch.is_tensor(targets) else targets)
+    if raw.dtype == torch.bool or raw.is_complex() or (
+            raw.is_floating_point() and not bool(torch.all(torch.isfinite(raw) & (raw == raw.round())))):
+        shown = raw.reshape(-1)[:5].tolist() if raw.numel() > 1 else raw.item()
+        raise ValueError(f"targets must be class indices (whole numbers), got {shown!r}")
+    targets = raw.long().reshape(-1)
     if targets.numel() == 1:
         targets = targets.expand(count)
     if targets.numel() != count:

@@ -28,13 +28,30 @@ PLACEMENTS = ("brain", "white_matter")
 
 
 def _pair(value, name: str, cast=float) -> tuple:
+    """``(low, high)`` of finite numbers (integers when ``cast`` is ``int``: 2.7 is refused, not cut to 2)."""
     try:
-        low, high = (cast(v) for v in value)
+        low, high = value
+        numbers = [float(v) for v in (low, high)]
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a pair (low, high), got {value!r}") from None
+    if any(isinstance(v, bool) for v in (low, high)) or not all(np.isfinite(numbers)):
+        raise ValueError(f"{name} must be a pair of finite numbers (low, high), got {value!r}")
+    if cast is int and not all(float(v).is_integer() for v in numbers):
+        raise ValueError(f"{name} must be a pair of whole numbers (low, high), got {value!r}")
+    low, high = cast(numbers[0]), cast(numbers[1])
     if low > high:
         raise ValueError(f"{name} must satisfy low <= high, got {value!r}")
     return low, high
+
+
+def _finite(value, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not np.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -61,6 +78,8 @@ class LesionParams:
         if r_low < 1.0:
             raise ValueError(f"radius_range must be >= 1 pixel, got {self.radius_range!r}")
         c_low, c_high = _pair(self.contrast_range, "contrast_range")
+        for name in ("max_aspect", "irregularity", "edge_softness", "min_gap"):
+            object.__setattr__(self, name, _finite(getattr(self, name), name))
         if self.max_aspect < 1.0:
             raise ValueError(f"max_aspect must be >= 1, got {self.max_aspect!r}")
         if not 0.0 < self.irregularity < 1.0:

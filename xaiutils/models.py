@@ -342,7 +342,16 @@ def load_weights(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError, EOFError, RuntimeError, KeyError … for text, truncated, unsafe
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"weights file {path} is not a loadable PyTorch state dict ({type(error).__name__}: "
+                         f"{reason}); give the model.pt that notebook 2 or 3 wrote, or re-run that notebook") from error
+    if not isinstance(state, dict):
+        raise ValueError(f"weights file {path} holds a {type(state).__name__}, not a state dict; give the model.pt "
+                         f"that notebook 2 or 3 wrote")
+    return state
 
 
 def load_model(path: str | os.PathLike, backbone: str, n_classes: int = 2, width: float = 1.0) -> LesionNet:

@@ -96,9 +96,20 @@ def move_into_place(partial: Path, target: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Locks: one writer per run folder. A folder ``NAME`` is built as ``.NAME.partial-*`` beside it while its writer
-# holds the lock file ``.NAME.lock`` (an ``flock``, through the ``filelock`` package). The operating system drops
-# the lock when its holder dies, however it dies, so a temporary folder whose lock can be taken is a dead
-# leftover, and only those are deleted.
+# holds an exclusive ``flock`` on the file ``.NAME.lock``. The operating system drops the lock when its holder
+# dies, however it dies (SIGKILL, power loss of a client aside), so a temporary folder whose lock can be taken is
+# a dead leftover, and only those are deleted. Lock files stay in place: waiters must lock the same inode.
+#
+# The lock is ``fcntl.flock`` from the standard library where it exists. The ``filelock`` package does the same
+# portably, but importing it costs about 0.1 s of CPU, which is 10 % of a grid run that skips every cell; it is
+# used only where ``fcntl`` is missing (Windows).
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+LOCK_POLL_SECONDS = 0.2
 
 
 class FolderBusy(RuntimeError):
@@ -115,7 +126,21 @@ def _lock_owner(path: Path) -> str:
         owner = path.read_text().strip()
     except OSError:
         owner = ""
-    return f"process {owner}" if owner else "another process"
+    return f"process {owner}" if owner.isdigit() else "another process"
+
+
+def _note_owner(fd: int) -> None:
+    """Write this process's PID into the lock file it holds (fixed width, so no truncation; skipped when it is
+    there already: a write costs milliseconds on a journaling file system). Waiters never write to it."""
+    mine = f"{os.getpid():>10}\n".encode()
+    with contextlib.suppress(OSError):
+        if os.pread(fd, 64, 0) != mine:
+            os.pwrite(fd, mine, 0)
+
+
+def _busy(target, path: Path) -> FolderBusy:
+    return FolderBusy(f"{Path(target)} is being written by {_lock_owner(path)} right now; wait for it to finish, "
+                      f"or stop it, then run again")
 
 
 @contextlib.contextmanager
@@ -123,28 +148,40 @@ def folder_lock(target: str | os.PathLike, wait: float | None = 0) -> Iterator[N
     """Hold the lock of run folder ``target`` (the file ``.NAME.lock`` beside it) for the ``with`` block.
 
     ``wait``: seconds to wait for another holder (``None``: as long as it takes); then :class:`FolderBusy`.
-    The holder's PID is written into the lock file, for the messages of those who wait.
+    The lock belongs to this open file: a second ``folder_lock`` of the same folder in the same process waits
+    too. The holder's PID is written into the lock file, for the messages of those who wait.
     """
-    from filelock import FileLock, Timeout
-
     path = lock_file(target)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover - Windows
+        from filelock import FileLock, Timeout
 
-    lock = FileLock(str(path), timeout=-1 if wait is None else wait)
+        lock = FileLock(str(path), timeout=-1 if wait is None else wait)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise _busy(target, path) from None
+        try:
+            yield
+        finally:
+            lock.release()
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        lock.acquire()
-    except Timeout:
-        raise FolderBusy(
-            f"{Path(target)} is being written by {_lock_owner(path)} right now; wait for it to finish, "
-            f"or stop it, then run again"
-        ) from None
-    try:
-        with contextlib.suppress(OSError), open(path, "r+") as owner:  # waiters never write to the file
-            owner.truncate()
-            owner.write(f"{os.getpid()}\n")
+        deadline = None if wait is None else time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise _busy(target, path) from None
+                time.sleep(LOCK_POLL_SECONDS if deadline is None else
+                           max(0.0, min(LOCK_POLL_SECONDS, deadline - time.monotonic())))
+        _note_owner(fd)
         yield
     finally:
-        lock.release()
+        os.close(fd)  # closing the last descriptor releases the lock
 
 
 def remove_leftovers(target: str | os.PathLike) -> list[Path]:

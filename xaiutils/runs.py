@@ -11,10 +11,12 @@ import contextlib
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -340,12 +342,18 @@ def parse_value(text: str, name: str | None = None) -> Any:
     """Parse a ``-p NAME VALUE`` value as YAML (``3`` → int, ``0.5`` → float, ``[1, 2]`` → list, ``null``).
     Raises a one-line ``ValueError`` naming the parameter when ``text`` is not valid YAML."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError as error:
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         label = f"-p {name} " if name else ""
         raise ValueError(f"{label}{text!r} is not a valid YAML value ({problem}); write a number, a list like "
                          f"[1, 2], null, or quote text") from None
+    if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(text.strip()):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as text; everyone means the number
+    return value
+
+
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def read_notebook(path: Path):
@@ -731,6 +739,29 @@ def is_finished(folder: Path, parameters: Mapping[str, Any], inputs: Mapping[str
         return False
 
 
+def check_workers(workers) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
+    return workers
+
+
+@contextlib.contextmanager
+def kernel_threads(threads: int) -> Iterator[None]:
+    """Within the block, kernels started from this process use ``threads`` threads (OpenMP and MKL, which torch
+    reads at import); the caller's environment is restored afterwards."""
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    previous = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: str(threads) for name in names})
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def run_grid(
     preset: str = "smoke",
     out_dir: str | os.PathLike | None = None,
@@ -739,6 +770,7 @@ def run_grid(
     notebook: str | os.PathLike = "03_finetune",
     progress: bool = True,
     check_inputs: bool = True,
+    workers: int | None = None,
 ):
     """Run every grid cell that is not finished yet, then collect ``accuracy.csv``; return that table.
 
@@ -756,6 +788,12 @@ def run_grid(
     cell that another live process is writing is left to it and taken up after the other cells: this process
     waits for the lock, then skips the cell if the other process finished it, or runs it if that one failed.
     Only temporary folders whose writer is gone are deleted.
+
+    ``workers`` cells run at once (default: the spec's ``workers``, else 1), each in its own kernel with
+    ``cpu_count // workers`` threads, the slowest cells (fewest frozen blocks) first. On a CPU, two small models
+    trained side by side with one thread each get more done than one at a time with two threads (whose threads
+    wait on each other at every layer); the per-cell locks keep the workers, and other processes, apart.
+    Results do not depend on ``workers``: every cell is seeded by its own parameters.
     """
     import pandas as pd
     from tqdm import tqdm
@@ -763,6 +801,8 @@ def run_grid(
     from .presets import resolve
 
     spec = dict(spec) if spec is not None else resolve("grid", preset)
+    workers = check_workers(spec.pop("workers", 1) if workers is None else workers)
+    spec.pop("workers", None)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(preset, "03_finetune") / "grid"
     out_dir = out_dir.absolute()
     parameters = dict(parameters or {})
@@ -775,6 +815,7 @@ def run_grid(
 
     executed = []
     prepared = []  # the notebook, read and its parameters checked once, before the first cell that must run
+    preparing = threading.Lock()
 
     def run_cell(cell, wait) -> None:
         cell_parameters = {**parameters, **cell, "grid": False}
@@ -782,8 +823,9 @@ def run_grid(
         with folder_lock(folder, wait=wait):
             if is_finished(folder, cell_parameters, inputs):
                 return
-            if not prepared:
-                prepared.extend(_prepare_notebook(notebook, preset, cell_parameters, label=" of the grid"))
+            with preparing:
+                if not prepared:
+                    prepared.extend(_prepare_notebook(notebook, preset, cell_parameters, label=" of the grid"))
             remove_leftovers(folder)
             _execute(prepared[0], prepared[1], folder, preset, cell_parameters, "python3", True, False, None)
             # Written after the folder is in place: a crash in between leaves the cell unfinished, so it runs again.
@@ -791,11 +833,24 @@ def run_grid(
             executed.append(cell_name(cell))
 
     busy = []
-    for cell in tqdm(cells, desc="grid", disable=not progress):
-        try:
-            run_cell(cell, wait=0)
-        except FolderBusy:
-            busy.append(cell)
+    if workers == 1:
+        for cell in tqdm(cells, desc="grid", disable=not progress):
+            try:
+                run_cell(cell, wait=0)
+            except FolderBusy:
+                busy.append(cell)
+    else:
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        # slowest first (fewest frozen blocks), so that no long cell starts last
+        ordered = sorted(cells, key=lambda cell: cell["n_pretrained_blocks"])
+        with kernel_threads(max(1, (os.cpu_count() or 1) // workers)), ThreadPoolExecutor(workers) as pool:
+            futures = {pool.submit(run_cell, cell, 0): cell for cell in ordered}
+            for future in tqdm(as_completed(futures), total=len(futures), desc="grid", disable=not progress):
+                try:
+                    future.result()
+                except FolderBusy:
+                    busy.append(futures[future])
     for cell in busy:
         print(f"grid: waiting for cell {cell_name(cell)}, which {_lock_owner(lock_file(out_dir / cell_name(cell)))}"
               " is writing", file=sys.stderr, flush=True)

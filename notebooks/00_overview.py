@@ -44,8 +44,8 @@ import xaiutils
 from xaiutils import data, presets, runs
 
 # %% tags=["parameters"]
-# Parameter set: "smoke" (CPU, minutes) or "study" (the reference study's scale, GPU).
-preset = "smoke"
+# Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
+preset = "book"
 # Keep axial slices whose brain area is at least this fraction of the largest slice's (None: preset value).
 min_brain_fraction = None
 # How many slices of the band to draw in the gallery (None: preset value).

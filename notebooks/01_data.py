@@ -64,8 +64,8 @@ from xaiutils import data, lesions, presets, runs
 from xaiutils.book import glue
 
 # %% tags=["parameters"]
-# Parameter set: "smoke" (CPU, minutes) or "study" (the reference study's scale, GPU).
-preset = "smoke"
+# Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
+preset = "book"
 # Volumes: "mni152" (pseudo-subjects from nilearn's template), "ixi" (IXI T1, fetched beforehand with
 # xaiutils.fetch.fetch_ixi()), or a folder of T1 NIfTI volumes (None: preset value, "mni152").
 source = None

@@ -55,8 +55,8 @@ from xaiutils import data, models, presets, runs, train
 from xaiutils.book import glue
 
 # %% tags=["parameters"]
-# Parameter set: "smoke" (CPU, minutes) or "study" (the reference study's scale, GPU).
-preset = "smoke"
+# Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
+preset = "book"
 # True: run the preset's whole grid (source × k × seed) and compare; False: train the one model below.
 grid = True
 # Pre-training source of this run: "imagenet", "mri" or "none" (grid = False only).
@@ -77,6 +77,10 @@ dropout = None
 weight_decay = None
 # Training-time augmentation: "none" or "flips" (random left-right / up-down flips) (None: preset value).
 augment = None
+# Learning-rate schedule: "constant" or "onecycle" (warm-up, then cosine annealing) (None: preset value).
+lr_schedule = None
+# Grid cells trained at once, each with cpu_count / workers threads (grid = True only) (None: preset value).
+workers = None
 # Inputs: the dataset of notebook 1 and the checkpoint of notebook 2 (None: the preset's run folders).
 data_dir = None
 mri_checkpoint = None
@@ -86,7 +90,7 @@ out_dir = None
 # %%
 overrides = {"backbone": backbone, "width": width, "mode": mode, "epochs": epochs, "lr": lr,
              "batch_size": batch_size, "patience": patience, "dropout": dropout, "weight_decay": weight_decay,
-             "augment": augment}
+             "augment": augment, "lr_schedule": lr_schedule}
 config = presets.resolve("finetune", preset, **overrides)
 data_dir = Path(data_dir) if data_dir is not None else runs.default_out_dir(preset, "01_data") / "dataset"
 mri_checkpoint = (Path(mri_checkpoint) if mri_checkpoint is not None
@@ -112,6 +116,7 @@ if not grid:
         (bench.images[split["val"]], bench.labels[split["val"]]),
         epochs=config["epochs"], lr=config["lr"], batch_size=config["batch_size"], patience=config["patience"],
         weight_decay=config["weight_decay"], seed=seed, augment=config["augment"],
+        lr_schedule=config["lr_schedule"],
     )
     metrics, predictions = {}, []
     for name in ("val", "test"):
@@ -161,7 +166,7 @@ if not grid:
 if grid:
     passed = {key: value for key, value in overrides.items() if value is not None}
     passed.update({"data_dir": str(data_dir.absolute()), "mri_checkpoint": str(mri_checkpoint.absolute())})
-    accuracy = runs.run_grid(preset, out_dir=out_dir / "grid", parameters=passed)
+    accuracy = runs.run_grid(preset, out_dir=out_dir / "grid", parameters=passed, workers=workers)
     grid_spec = presets.resolve("grid", preset)
     print(f"{len(accuracy)} runs; executed now: {accuracy.attrs['executed'] or 'none (all finished before)'}")
     display_columns = ["source", "n_pretrained_blocks", "seed", "model", "test_accuracy",

@@ -55,8 +55,8 @@ from xaiutils import data, evaluate, explain, metrics, presets, runs
 from xaiutils.book import glue
 
 # %% tags=["parameters"]
-# Parameter set: "smoke" (CPU, minutes) or "study" (the reference study's scale, GPU).
-preset = "smoke"
+# Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
+preset = "book"
 # Methods and baselines to run, e.g. ["saliency", "occlusion", "sobel"] (None: preset list).
 methods = None
 # Metrics to compute (None: preset list; valid: emd_score, importance_mass_accuracy, topk_precision,

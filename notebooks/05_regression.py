@@ -53,8 +53,8 @@ from xaiutils import explain, presets, runs, stats
 from xaiutils.book import glue
 
 # %% tags=["parameters"]
-# Parameter set: "smoke" or "study".
-preset = "smoke"
+# Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
+preset = "book"
 # Score to analyse (a column of notebook 4's scores.csv) (None: preset value, "emd_score").
 metric = None
 # Images averaged per run: "correct", "correct_all" or "all" (None: preset value).

@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                       help="a notebook-3 parameter passed to every cell (e.g. -p epochs 3)")
     grid.add_argument("--out", default=None, help="grid folder (default: runs/<preset>/03_finetune/grid)")
+    grid.add_argument("--workers", type=int, default=None,
+                      help="cells trained at once, each with cpu_count/workers threads (default: the preset's)")
 
     commands.add_parser("setup-weights", help="place torchvision's MobileNetV2 ImageNet file in the torch hub cache")
 
@@ -109,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def grid() -> int:
             spec = read_grid_file(args.grid_file) if args.grid_file else None
-            table = run_grid(args.preset, out_dir=args.out, spec=spec, parameters=_parameters(args.parameter))
+            table = run_grid(args.preset, out_dir=args.out, spec=spec, parameters=_parameters(args.parameter),
+                             workers=args.workers)
             print(table.to_string(index=False))
             return 0
 

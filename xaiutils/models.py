@@ -57,14 +57,25 @@ class LesionNet(nn.Module):
         return len(self.blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_from(self.features(x, stop=0), 0)
+
+    def features(self, x: torch.Tensor, stop: int) -> torch.Tensor:
+        """The input after normalisation and the first ``stop`` blocks (``stop = 0``: normalised input only)."""
         if x.ndim != 4 or x.shape[1] not in (1, 3):
             raise ValueError(f"expected input of shape N×1×H×W or N×3×H×W, got {tuple(x.shape)}")
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = (x - self.mean) / self.std
-        for block in self.blocks:
+        for block in list(self.blocks)[:stop]:
             x = block(x)
-        return self.head(x)
+        return x
+
+    def forward_from(self, features: torch.Tensor, start: int) -> torch.Tensor:
+        """Blocks ``start``… and the head applied to ``features(x, stop=start)``: ``model(x)`` in two parts, so
+        that the outputs of frozen blocks can be computed once and reused in every epoch."""
+        for block in list(self.blocks)[start:]:
+            features = block(features)
+        return self.head(features)
 
     def freeze(self, k: int) -> LesionNet:
         """Freeze the first ``k`` blocks: no gradients, and kept in eval mode (batch-norm statistics fixed)."""

@@ -608,9 +608,9 @@ def grid_cells(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     missing = [key for key in GRID_KEYS if key not in spec]
     if missing:
         raise ValueError(f"grid spec lacks {', '.join(missing)}; a grid needs {', '.join(GRID_KEYS)}")
-    unknown = sorted(set(spec) - set(GRID_KEYS))
+    unknown = sorted(set(spec) - set(GRID_KEYS) - {"workers"})  # workers: how many cells run at once
     if unknown:
-        raise ValueError(f"unknown grid key(s) {', '.join(unknown)}; valid keys: {', '.join(GRID_KEYS)}")
+        raise ValueError(f"unknown grid key(s) {', '.join(unknown)}; valid keys: {', '.join(GRID_KEYS)}, workers")
 
     def integers(values, what: str) -> list[int]:
         if not isinstance(values, (list, tuple)) or not all(

@@ -22,6 +22,12 @@ from .models import check_choice, save_weights
 # Training-time augmentation. "flips": each image is flipped left-right and/or up-down with probability 1/2
 # each, drawn per batch; lesion shape (the class) does not change under a flip.
 AUGMENTATIONS = ("none", "flips")
+# Learning-rate schedules. "onecycle": warm-up to ``lr`` over the first 30 % of the steps of ``epochs`` epochs, then
+# cosine annealing towards zero (torch's OneCycleLR); with early stopping the schedule still spans ``epochs``.
+LR_SCHEDULES = ("constant", "onecycle")
+# The outputs of frozen blocks are computed once and reused in every epoch when they take at most this many bytes
+# (all four flipped versions of the training images with "flips": the flips form a group, so this is exact).
+CACHE_MAX_BYTES = 3 * 2**30
 
 
 def select_device(device: str | torch.device | None = None) -> torch.device:
@@ -106,19 +112,56 @@ def classification_metrics(labels, probabilities) -> dict[str, float]:
     return result
 
 
+def flip_variants(x: torch.Tensor) -> torch.Tensor:
+    """The four images of each of ``x`` under the flip group: 4×N×C×H×W in the order identity, left-right,
+    up-down, both, i.e. variant ``lr + 2·ud`` (the order :func:`augment_batch` draws its flips in)."""
+    return torch.stack([x, x.flip(-1), x.flip(-2), x.flip(-1).flip(-2)])
+
+
+def draw_flip_variants(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Variant index (0–3) per image, from the same draws as :func:`augment_batch` with ``mode="flips"``."""
+    flips = (torch.rand(2, n, generator=generator) < 0.5).long()
+    return flips[0] + 2 * flips[1]
+
+
+@torch.no_grad()
+def frozen_features(model: nn.Module, x: torch.Tensor, batch_size: int, device) -> torch.Tensor:
+    """Outputs of the model's frozen leading blocks (in eval mode, as in training) for every image of ``x``."""
+    parts = []
+    for index in batches(len(x), max(batch_size, 64)):
+        with autocast(device):
+            parts.append(model.features(x[index], stop=model.frozen_blocks).float())
+    return torch.cat(parts)
+
+
+def cache_bytes(model: nn.Module, x: torch.Tensor, n_variants: int) -> int:
+    """Bytes that the frozen blocks' outputs for ``n_variants`` versions of every image of ``x`` would take."""
+    with torch.no_grad():
+        one = model.features(x[:1], stop=model.frozen_blocks)
+    return one.numel() * 4 * len(x) * n_variants
+
+
 def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float = 1e-3, batch_size: int = 32,
         patience: int = 3, weight_decay: float = 0.0, seed: int = 0, device=None, progress: bool = True,
-        augment: str = "none") -> dict:
+        augment: str = "none", lr_schedule: str = "constant", cache_frozen: bool | None = None) -> dict:
     """Train ``model`` on ``train = (images, labels)``, early-stopping on the loss over ``val``.
 
     The weights of the epoch with the lowest validation loss are restored at the end. ``seed`` fixes the data
     order, the augmentation draws (``augment``, one of :data:`AUGMENTATIONS`; training batches only) and dropout;
-    initialisation is seeded where the model is built. Returns the history: per-epoch losses and accuracies, the
-    best epoch, whether training stopped early, the device and the wall time.
+    initialisation is seeded where the model is built. ``lr_schedule`` is one of :data:`LR_SCHEDULES`.
+
+    When the model's leading blocks are frozen (:meth:`LesionNet.freeze`), their outputs are computed once, for
+    the training images (all four flipped versions with ``augment="flips"``) and the validation images, and the
+    trainable rest is trained on them: the same model and the same draws, without recomputing frozen blocks in
+    every epoch. ``cache_frozen=None`` does so when the cache takes at most :data:`CACHE_MAX_BYTES`; ``False``
+    never. On the CPU the model runs in channels-last memory format while it trains (faster convolutions) and is
+    handed back in the default format. Returns the history: per-epoch losses and accuracies, the best epoch,
+    whether training stopped early, whether frozen outputs were cached, the device and the wall time.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     check_choice("augmentation", augment, AUGMENTATIONS)
+    check_choice("learning-rate schedule", lr_schedule, LR_SCHEDULES)
     device = select_device(device)
     x_train, y_train = as_tensor_images(train[0]).to(device), torch.as_tensor(np.asarray(train[1])).long().to(device)
     x_val, y_val = as_tensor_images(val[0]).to(device), torch.as_tensor(np.asarray(val[1])).long().to(device)
@@ -128,14 +171,34 @@ def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float 
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     if not trainable:
         raise ValueError("the model has no trainable parameters (all blocks frozen and no head?)")
+    channels_last = device.type == "cpu"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    start = getattr(model, "frozen_blocks", 0)
+    n_variants = 4 if augment == "flips" else 1
+    if cache_frozen is None:
+        cache_frozen = start > 0 and cache_bytes(model, x_train, n_variants) <= CACHE_MAX_BYTES
+    cache_frozen = bool(cache_frozen and start > 0)
+    if cache_frozen:
+        model.train()  # frozen blocks stay in eval mode (LesionNet.train)
+        variants = flip_variants(x_train) if augment == "flips" else x_train[None]
+        x_train = torch.stack([frozen_features(model, v, batch_size, device) for v in variants])
+        x_val = frozen_features(model, x_val, batch_size, device)
     optimiser = torch.optim.Adam(trainable, lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = -(-len(y_train) // batch_size)
+    scheduler = (torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=epochs * steps_per_epoch)
+                 if lr_schedule == "onecycle" else None)
     loss_function = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout masks
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
 
-    history = {"epochs": [], "best_epoch": None, "stopped_early": False, "device": str(device)}
+    def forward(inputs):
+        return model.forward_from(inputs, start) if cache_frozen else model(inputs)
+
+    history = {"epochs": [], "best_epoch": None, "stopped_early": False, "device": str(device),
+               "frozen_outputs_cached": cache_frozen, "lr_schedule": lr_schedule}
     best_loss, best_state, waited = float("inf"), None, 0
     started = time.perf_counter()
     bar = tqdm(range(1, epochs + 1), desc="epochs", disable=not progress, leave=False)
@@ -146,20 +209,30 @@ def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float 
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         epoch_started = time.perf_counter()
-        for index in batches(len(x_train), batch_size, generator, device):
+        for index in batches(len(y_train), batch_size, generator, device):
             optimiser.zero_grad(set_to_none=True)
-            x = augment_batch(x_train[index], generator, augment)  # "none" draws nothing and returns the batch
+            if not cache_frozen:
+                x = augment_batch(x_train[index], generator, augment)  # "none" draws nothing, returns the batch
+            elif augment == "flips":
+                x = x_train[draw_flip_variants(len(index), generator).to(device), index]
+            else:
+                x = x_train[0, index]
+            if channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device):
-                logits = model(x)
+                logits = forward(x)
                 loss = loss_function(logits.float(), y_train[index])
             loss.backward()
             optimiser.step()
+            if scheduler is not None:
+                scheduler.step()
             total += loss.detach() * len(index)
             correct += (logits.detach().argmax(1) == y_train[index]).sum()
             seen += len(index)
         train_loss, train_accuracy = float(total) / seen, int(correct) / seen  # synchronises
         train_seconds = time.perf_counter() - epoch_started
-        val_loss, val_accuracy = evaluate_loss(model, x_val, y_val, batch_size, device)
+        val_loss, val_accuracy = evaluate_loss(model, x_val, y_val, batch_size, device,
+                                               start=start if cache_frozen else 0)
         record = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
                   "val_loss": val_loss, "val_accuracy": val_accuracy, "train_seconds": round(train_seconds, 4),
                   "train_images_per_second": round(seen / train_seconds, 2)}
@@ -175,17 +248,21 @@ def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float 
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
+    if channels_last:
+        model.to(memory_format=torch.contiguous_format)
     history["seconds"] = round(time.perf_counter() - started, 3)
     return history
 
 
 @torch.no_grad()
-def evaluate_loss(model, x, y, batch_size, device) -> tuple[float, float]:
+def evaluate_loss(model, x, y, batch_size, device, start: int = 0) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy in eval mode; ``start > 0``: ``x`` holds the outputs of the first
+    ``start`` blocks (see :meth:`LesionNet.forward_from`)."""
     model.eval()
     total, correct = 0.0, 0
     for index in batches(len(x), batch_size, device=device):
         with autocast(device):
-            logits = model(x[index]).float()
+            logits = (model.forward_from(x[index], start) if start else model(x[index])).float()
         total += float(nn.functional.cross_entropy(logits, y[index], reduction="sum"))
         correct += int((logits.argmax(1) == y[index]).sum())
     return total / max(len(x), 1), correct / max(len(x), 1)

@@ -64,8 +64,18 @@ def _run_guarded(action) -> int:
     from .runs import FolderBusy, Terminated, describe_failure, terminate_like_interrupt
 
     try:
-        with terminate_like_interrupt():
-            return action()
+        try:
+            with terminate_like_interrupt():
+                return action()
+        except KeyboardInterrupt:
+            # The kernel client's background tasks, cut short, would log "Task exception was never retrieved"
+            # with a DeadKernelError traceback when collected at exit: silence that logger, collect them now.
+            import gc
+            import logging
+
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+            gc.collect()
+            raise
     except Terminated as stop:
         print(f"error: {stop}; the unfinished run folder was removed, nothing else changed", file=sys.stderr)
         return 128 + stop.signum

@@ -89,11 +89,26 @@ def move_into_place(partial: Path, target: Path) -> None:
     deleted only after the swap, so at every moment ``target`` is either the old or the new complete folder."""
     if target.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.replace(target, old / target.name)
-        os.replace(partial, target)
+        with _signals_deferred():  # a stop between the two renames would leave no target at all
+            os.replace(target, old / target.name)
+            os.replace(partial, target)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(partial, target)
+
+
+@contextlib.contextmanager
+def _signals_deferred(names=("SIGINT", "SIGTERM", "SIGHUP")) -> Iterator[None]:
+    """Hold back the delivery of stop signals to this thread for the block (where the OS allows it)."""
+    wanted = {getattr(signal, name) for name in names if hasattr(signal, name)}
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -188,11 +203,15 @@ def folder_lock(target: str | os.PathLike, wait: float | None = 0) -> Iterator[N
 
 def remove_leftovers(target: str | os.PathLike) -> list[Path]:
     """Delete the temporary folders an interrupted writer of ``target`` left beside it (``.NAME.partial-*``,
-    ``.NAME.old-*``). Call only while holding :func:`folder_lock` of ``target``: then no live writer owns them."""
+    ``.NAME.old-*``; a folder moved aside by a swap that was killed half-way is first moved back when ``target``
+    is missing). Call only while holding :func:`folder_lock` of ``target``: then no live writer owns them."""
     target = Path(target)
     pattern = glob.escape(f".{target.name}")
     found = [*target.parent.glob(pattern + ".partial-*"), *target.parent.glob(pattern + ".old-*")]
     for leftover in found:
+        moved_aside = leftover / target.name
+        if ".old-" in leftover.name and moved_aside.is_dir() and not target.exists():
+            os.replace(moved_aside, target)  # killed mid-swap: the old folder is the only complete one; restore it
         if leftover.is_dir() and not leftover.is_symlink():
             shutil.rmtree(leftover, ignore_errors=True)
         else:
@@ -204,8 +223,8 @@ def remove_dead_leftovers(folder: str | os.PathLike) -> list[Path]:
     """Delete every temporary run folder in ``folder`` whose writer is gone (its lock can be taken now);
     those of live writers stay."""
     removed = []
-    for leftover in sorted(Path(folder).glob(".*.partial-*")):
-        name = leftover.name[1:].rsplit(".partial-", 1)[0]
+    for leftover in sorted([*Path(folder).glob(".*.partial-*"), *Path(folder).glob(".*.old-*")]):
+        name = leftover.name[1:].rsplit(".partial-" if ".partial-" in leftover.name else ".old-", 1)[0]
         if not leftover.is_dir() or not name:
             continue
         try:

@@ -4,12 +4,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-PRESET ?= smoke
 
 .PHONY: book test lint install clean help browser check-book
 
 help:
-	@echo "make book   - install, execute every notebook at the smoke preset, build the HTML book"
+	@echo "make book   - install, execute every notebook at the book preset, build the HTML book"
 	@echo "make test   - install (Chromium too, via make browser), lint with ruff, run the test suite"
 	@echo "make check-book - open the built book in headless Chromium; fail on blank pages, missing figures, broken links"
 	@echo "make browser    - apt-get install chromium and chromium-driver when missing (the browser tests need them)"

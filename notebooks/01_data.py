@@ -48,7 +48,7 @@
 #
 # ## Time to run
 #
-# Seconds on 2 CPU cores at the `smoke` preset; minutes at the `study` preset, still without a GPU. The measured
+# About a minute on 2 CPU cores at the `book` preset; minutes at the `study` preset, still without a GPU. The measured
 # time of the latest build is in {doc}`../book/reproducing`.
 
 # %%
@@ -73,7 +73,7 @@ source = None
 n_subjects = None
 # Distinct axial levels drawn per subject from the band with enough brain (None: preset value).
 slices_per_subject = None
-# Side of the square images in pixels (None: preset value, 64 for smoke, 224 for study).
+# Side of the square images in pixels (None: preset value, 64 for book and smoke, 224 for study).
 image_size = None
 # "shape": regular vs irregular lesions; "presence": lesions vs none (None: preset value, "shape").
 task = None

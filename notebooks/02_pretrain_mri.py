@@ -72,8 +72,8 @@ preset = "book"
 # Backbone and width multiplier; must match the fine-tuning backbone of notebook 3 (None: preset value).
 backbone = None
 width = None
-# Pre-training task of the `mri` source: "level_band", "tissue_segmentation" or "restoration";
-# None: train every task in `candidate_tasks` and keep the one chosen by the criterion above.
+# Pre-training task of the `mri` source: "level_band", "tissue_segmentation", "restoration", or "auto": train
+# every task in `candidate_tasks` and keep the one chosen by the criterion above (None: preset value).
 task = None
 candidate_tasks = None
 # Number of level bands (classes of the level-band task).
@@ -106,7 +106,7 @@ config = presets.resolve(
     epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, lr_schedule=lr_schedule, seed=seed,
     selection_k=selection_k, selection_seeds=selection_seeds,
 )
-tasks = [config["task"]] if config["task"] is not None else list(config["candidate_tasks"])
+tasks = list(config["candidate_tasks"]) if config["task"] == "auto" else [config["task"]]
 for name in tasks:
     models.check_choice("pre-training task", name, pretrain.PRETRAIN_TASKS)
 finetune_config = presets.resolve("finetune", preset)
@@ -246,7 +246,7 @@ for name in tasks:
                                "seconds": history["seconds"]})
 selection = pd.DataFrame(selection_rows)
 ranking = selection.groupby("task", sort=False)["val_accuracy"].mean()
-chosen = config["task"] if config["task"] is not None else ranking.idxmax()  # idxmax: first task on a tie
+chosen = ranking.idxmax() if config["task"] == "auto" else config["task"]  # idxmax: the first task on a tie
 comparison = pd.DataFrame({
     "pre-training metric": [task_metrics[name]["metric"] for name in ranking.index],
     "value": [task_metrics[name]["value"] for name in ranking.index],

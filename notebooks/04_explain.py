@@ -38,7 +38,7 @@
 #
 # ## Time to run
 #
-# A few minutes on 2 CPU cores at the `smoke` preset; the measured time of the latest build is in
+# A few minutes on 2 CPU cores at the `book` preset; the measured time of the latest build is in
 # {doc}`../book/reproducing`. At the `study` preset the exact EMD is the most expensive step of the benchmark
 # (`benchmarks/emd_speed.py` measures it per map on your machine).
 
@@ -223,14 +223,15 @@ runs.write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n"
 # - Every run of the grid was explained with the preset's methods and baselines on the same test images; the
 #   tidy table `scores.csv` (one row per run × method × image) and `aggregates.csv` (per run × method, with
 #   bootstrap intervals) are in the run folder for notebook 5.
-# - At the `smoke` preset maps are scored at a reduced resolution (printed above) to keep exact EMD affordable on
-#   two CPU cores; the `study` preset scores at the convention of XAI-TRIS {cite:p}`clark2024xaitris`.
+# - Maps are scored at the resolution printed above; where it is below the image size, maps and masks were
+#   sum-pooled to keep exact EMD affordable (the `study` preset follows the convention of XAI-TRIS
+#   {cite:p}`clark2024xaitris`).
 # - In this build, {glue:text}`n_score_rows` scores were computed on {glue:text}`n_images_explained` test
 #   images at {glue:text}`resolution` pixels a side. By mean {glue:text}`main_metric` on correctly classified
 #   images, the best method is {glue:text}`best_method` ({glue:text}`best_method_score:.3f`) and the best
 #   model-free baseline {glue:text}`best_baseline` ({glue:text}`best_baseline_score:.3f`);
 #   {glue:text}`n_methods_above_baselines` of {glue:text}`n_methods_scored` methods beat every baseline.
-# - A method is only informative where it beats the model-free baselines; with the smoke preset's small models
-#   and images, the ranking shown here is a demonstration of the pipeline, not a finding.
+# - A method is only informative where it beats the model-free baselines; notebook 5 gives each method's skill
+#   over the best baseline with an interval over runs.
 #
 # **Next:** notebook 5 relates explanation performance to the pre-training source and k, correcting for accuracy.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -176,3 +177,40 @@ def test_grid_reruns_cells_when_a_preset_value_or_the_code_changes(tmp_path, mon
     # The notebook's code changed (a comment is enough: the fingerprint does not interpret code).
     notebook.write_text(notebook.read_text() + "\n# edited\n")
     assert runs_so_far() == 3
+
+
+THREADS_LOGGING = FAKE_FINETUNE.replace(
+    'log.write(f"{source}-k{n_pretrained_blocks}-s{seed}\\n")',
+    'import os\n    log.write(f"{source}-k{n_pretrained_blocks}-s{seed} {os.environ.get(\'OMP_NUM_THREADS\')}\\n")')
+
+
+def test_grid_with_two_workers_runs_each_cell_once_with_its_share_of_threads(tmp_path, monkeypatch):
+    import os
+
+    notebook, log, out = fake_grid(tmp_path)
+    notebook.write_text(THREADS_LOGGING)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    table = runs.run_grid(out_dir=out, spec={**SPEC, "workers": 2}, notebook=notebook, progress=False,
+                          parameters={"log_file": str(log)}, check_inputs=False)
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(name for name, _ in lines) == sorted(table["run"]) and len(lines) == len(table) == 6
+    assert {threads for _, threads in lines} == {"2"}, "each of 2 workers on 4 cores gets 2 threads"
+    assert "OMP_NUM_THREADS" not in os.environ, "the caller's environment is restored"
+    # the table keeps the grid's order whatever order the cells finished in, and equals a one-worker run
+    again = runs.run_grid(out_dir=tmp_path / "one", spec=SPEC, notebook=notebook, progress=False,
+                          parameters={"log_file": str(log)}, check_inputs=False, workers=1)
+    columns = ["run", "test_accuracy"]
+    assert table[columns].equals(again[columns])
+    with pytest.raises(ValueError, match="workers must be a whole number >= 1, got 0"):
+        runs.run_grid(out_dir=out, spec=SPEC, notebook=notebook, progress=False, workers=0, check_inputs=False)
+
+
+def test_book_cells_have_no_time_limit():
+    """The grid of the default book runs inside notebook 3's cell: a per-cell limit would kill it on a busy
+    machine (it did, at 1,200 s) and throw the running cell away; finished cells are kept either way."""
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    assert config["execute"]["timeout"] == -1

@@ -95,3 +95,21 @@ def test_method_difference_needs_two_methods():
     one = simulated()
     with pytest.raises(ValueError, match="at least two attribution methods"):
         verdicts.method_difference(one[one["method"] == "a"])
+
+
+def test_skill_over_the_best_baseline_is_paired_by_run():
+    from xaiutils import stats
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for run in range(12):
+        run_effect = rng.normal(0, 0.05)  # shared by every method of a run: pairing removes it
+        for method, score, baseline in (("good", 0.90, False), ("tied", 0.80, False), ("input", 0.80, True),
+                                        ("random", 0.60, True)):
+            rows.append({"run": f"r{run}", "method": method, "is_baseline": baseline,
+                         "score": score + run_effect + rng.normal(0, 0.002)})
+    skill = stats.skill_over_baseline(pd.DataFrame(rows), n_boot=500).set_index("method")
+    assert set(skill["best_baseline"]) == {"input"}
+    assert skill.loc["good", "skill"] == pytest.approx(0.10, abs=0.003)
+    assert skill.loc["good", "beats_every_baseline"] and not skill.loc["tied", "beats_every_baseline"]
+    assert skill.loc["good", "ci_high"] - skill.loc["good", "ci_low"] < 0.01  # the run effect cancels

@@ -284,3 +284,35 @@ def rank_methods(scores: pd.DataFrame, metric: str, n_boot: int = 1000, seed: in
     table = pd.DataFrame(rows).sort_values("mean", ascending=False).reset_index(drop=True)
     table.insert(1, "rank", np.arange(1, len(table) + 1))
     return table
+
+
+def skill_over_baseline(performance: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Each attribution method's mean score minus that of the best model-free baseline, paired by run.
+
+    ``performance``: one row per run × method (columns run, method, is_baseline, score), e.g. from
+    :func:`performance_table`. The best baseline is the one with the highest mean score over runs; its score is
+    subtracted run by run, and the 95 % interval is a percentile bootstrap over runs. A method "beats every
+    baseline" when the lower end of its interval is above zero. Columns: method, best_baseline, skill, ci_low,
+    ci_high, n_runs, beats_every_baseline; sorted by skill.
+    """
+    table = performance.dropna(subset=["score"])
+    wide = table.pivot_table(index="run", columns="method", values="score")
+    baselines = sorted(set(table.loc[table["is_baseline"], "method"]))
+    methods = sorted(set(table.loc[~table["is_baseline"], "method"]))
+    if not baselines or not methods:
+        raise ValueError(f"skill needs attribution methods and model-free baselines; got methods {methods}, "
+                         f"baselines {baselines}")
+    best = wide[baselines].mean().idxmax()
+    rng = np.random.default_rng(seed)
+    rows = []
+    for method in methods:
+        paired = (wide[method] - wide[best]).dropna().to_numpy()
+        if len(paired) >= 2:
+            boot = paired[rng.integers(0, len(paired), size=(n_boot, len(paired)))].mean(axis=1)
+            low, high = (float(v) for v in np.percentile(boot, [2.5, 97.5]))
+        else:
+            low = high = float("nan")
+        rows.append({"method": method, "best_baseline": best,
+                     "skill": float(paired.mean()) if len(paired) else float("nan"), "ci_low": low,
+                     "ci_high": high, "n_runs": int(len(paired)), "beats_every_baseline": bool(low > 0)})
+    return pd.DataFrame(rows).sort_values("skill", ascending=False).reset_index(drop=True)

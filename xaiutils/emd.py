@@ -9,6 +9,12 @@ reported as such, never as an exact distance.
 
 Exact EMD is the costliest step of the benchmark, so maps are scored at a reduced resolution: :func:`sum_pool`
 sums mass into a coarser grid (the convention of the sibling benchmark XAI-TRIS is 64×64).
+
+A second exact solver, :mod:`xaiutils.emd_fast` (successive shortest paths from multiscale prices, numba), is
+available with ``solver="fast"``: its result counts only when a certificate over all source × sink pairs proves it
+optimal (reduced costs, marginals, primal–dual gap); otherwise POT solves the map, and ``EmdResult.solver`` says
+which path ran ("fast-certified" or "pot-fallback"). It is not the default: on the benchmark's maps it is slower
+than POT so far (see ``benchmarks/emd_speed.py`` and issue 13), so ``DEFAULT_SOLVER`` stays "pot".
 """
 
 from __future__ import annotations
@@ -24,15 +30,25 @@ RESULT_CODES = {0: "infeasible", 1: "optimal", 2: "unbounded", 3: "iteration lim
 # Generous: a dense 128² map against a few hundred mask pixels needs well under this; the result is checked anyway.
 DEFAULT_NUM_ITER_MAX = 100_000_000
 DENSE_MAX_PIXELS = 128 * 128  # the dense reference holds an (H·W)² float64 matrix: 2 GB at 128²
+SOLVERS = ("pot", "fast")
+DEFAULT_SOLVER = "pot"  # "fast" is exact and certified but not yet faster than POT on realistic maps
+FAST_PATHS_PER_NODE = 10  # the fast solver's path budget is this × (sources + sinks), capped by num_iter_max
 
 
 class EmdResult(NamedTuple):
-    """``distance`` in pixels of the grid it was computed on; NaN unless ``optimal``, with ``reason`` saying why."""
+    """``distance`` in pixels of the grid it was computed on; NaN unless ``optimal``, with ``reason`` saying why.
+
+    ``solver`` records the path that produced the result: "pot" (POT asked for), "fast-certified" (the fast
+    solver, proven optimal by its certificate) or "pot-fallback" (the fast solver's certificate failed or it was
+    unavailable, and POT solved the map; ``certificate`` says why).
+    """
 
     distance: float
     optimal: bool
     reason: str
     result_code: int
+    solver: str = "pot"
+    certificate: str = ""
 
 
 def pooling_matrix(size: int, target: int) -> np.ndarray:
@@ -106,14 +122,40 @@ def _normalised(mass: np.ndarray, what: str) -> np.ndarray:
 
 
 def emd_support(source_mass: np.ndarray, target_mass: np.ndarray,
-                num_iter_max: int = DEFAULT_NUM_ITER_MAX) -> EmdResult:
+                num_iter_max: int = DEFAULT_NUM_ITER_MAX, solver: str | None = None) -> EmdResult:
     """Exact EMD (Euclidean pixel distance) between two non-negative 2-D arrays, each normalised to mass 1.
 
     The cost matrix has one row per pixel with source mass and one column per pixel with target mass.
+    ``solver``: "pot" or "fast" (default :data:`DEFAULT_SOLVER`); "fast" falls back to POT unless certified.
     """
+    solver = DEFAULT_SOLVER if solver is None else solver
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown EMD solver {solver!r}; choose one of {SOLVERS}")
     source, target = _normalised(source_mass, "source_mass"), _normalised(target_mass, "target_mass")
     if source.shape != target.shape:
         raise ValueError(f"source shape {source.shape} differs from target shape {target.shape}")
+    if solver == "fast":
+        why = _fast(source, target, num_iter_max)
+        if isinstance(why, EmdResult):
+            return why
+        return _support_pot(source, target, num_iter_max)._replace(solver="pot-fallback", certificate=why)
+    return _support_pot(source, target, num_iter_max)
+
+
+def _fast(source: np.ndarray, target: np.ndarray, num_iter_max: int) -> EmdResult | str:
+    """The certified fast solve, or the reason why it does not count."""
+    from . import emd_fast
+
+    if not emd_fast.AVAILABLE:
+        return "fast solver unavailable (numba not installed)"
+    nodes = np.count_nonzero(source) + np.count_nonzero(target)
+    certificate = emd_fast.solve(source, target, max_paths=min(int(num_iter_max), FAST_PATHS_PER_NODE * nodes))
+    if not certificate["certified"]:
+        return "certificate failed: " + certificate["reason"]
+    return EmdResult(certificate["distance"], True, "", 1, "fast-certified", "")
+
+
+def _support_pot(source: np.ndarray, target: np.ndarray, num_iter_max: int) -> EmdResult:
     source_pixels, target_pixels = np.flatnonzero(source), np.flatnonzero(target)
     width = source.shape[1]
     source_xy = np.stack(np.divmod(source_pixels, width), axis=1).astype(np.float64)

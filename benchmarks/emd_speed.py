@@ -1,15 +1,20 @@
-"""How fast is the exact EMD score, and what does scoring the ``study`` preset cost?
+"""How fast is exact EMD, POT against the certified fast solver, and what does scoring the ``study`` preset cost?
 
-Times :func:`xaiutils.metrics.emd_score` (cost matrix on the supports only) against the dense formulation that
-XAI-TRIS uses (full pixel-grid cost matrix via ``ot.dist``) at 48² and 64², and ``emd_score`` alone at 128² (the
-dense matrix would take 2 GB there). Prints seconds per map, the ratio, the largest score difference, the speed-up
-of batch scoring on all cores over one core, and the projected core-hours to score the ``study`` preset.
+For each scoring size (32², 64², 128², 224²; the map is scored at its native size) the same maps are solved by
+POT's network simplex (``emd_support(solver="pot")``, the default) and by the fast solver
+(``emd_support(solver="fast")``: successive shortest paths from multiscale prices, accepted only with a
+certificate over all source × sink pairs, POT otherwise). Printed per size: seconds per map for each, the median
+and the worst per-map ratio POT / fast (side by side, in one run, so machine load affects both alike), the
+largest score difference, and how many maps took the POT fallback. Then the projected cost of scoring the
+``study`` preset (models × methods × images) at 64² and 224² on one core and on one 16-core node.
 
-Maps are realistic rather than random: smooth blobs (some on the lesions) plus noise, non-zero almost everywhere
-as gradient maps are; masks hold 1–3 lesions of radius 3–8 px at 64² (scaled with the size).
+Maps are realistic rather than random, one third each: gradient-like (pixel noise under a smooth envelope, more
+on the lesions), CAM-like (a coarse smooth map upsampled, rectified) and occlusion-like (blocky); masks hold 1–4
+lesions of radius 3–8 px at 64², scaled with the size. The maps are synthetic: no model is trained here.
 
-    python benchmarks/emd_speed.py --quick     # < 2 minutes on 2 cores
-    python benchmarks/emd_speed.py             # more maps per size
+    python benchmarks/emd_speed.py --quick            # 32² and 64², 3 maps each: a few minutes
+    python benchmarks/emd_speed.py                    # all four sizes (224² takes very long: see --maps)
+    python benchmarks/emd_speed.py --sizes 64 --maps 24
 """
 
 from __future__ import annotations
@@ -25,38 +30,55 @@ from scipy import ndimage
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from xaiutils.emd import emd_dense  # noqa: E402
-from xaiutils.metrics import emd_score, score_maps  # noqa: E402
+from xaiutils.emd import emd_support  # noqa: E402
+
+SIZES = (32, 64, 128, 224)
+FULL_MAPS = {32: 12, 64: 12, 128: 2, 224: 1}
+QUICK_MAPS = {32: 3, 64: 3, 128: 0, 224: 0}
+KINDS = ("gradient", "cam", "occlusion")
 
 
 def lesion_mask(rng: np.random.Generator, size: int) -> np.ndarray:
+    """1–4 disk lesions of radius 3–8 px at 64² (scaled with the size), inside the central 60% of the image."""
     scale = size / 64
     rows, cols = np.indices((size, size))
     mask = np.zeros((size, size), dtype=bool)
-    for _ in range(rng.integers(1, 4)):
+    for _ in range(rng.integers(1, 5)):
         radius = rng.uniform(3, 8) * scale
         center = rng.uniform(0.2 * size, 0.8 * size, 2)
         mask |= (rows - center[0]) ** 2 + (cols - center[1]) ** 2 <= radius**2
     return mask.astype(np.float32)
 
 
-def attribution_map(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
-    """Smooth background structure, a blob on the lesions (a partly right explanation), and pixel noise."""
+def attribution_map(rng: np.random.Generator, mask: np.ndarray, kind: str) -> np.ndarray:
+    """A signed map of one of the three kinds (scored by its absolute value)."""
     size = mask.shape[0]
-    background = np.abs(ndimage.gaussian_filter(rng.normal(size=mask.shape), size / 16)) * size / 16
+    rows, cols = np.indices(mask.shape) / size - 0.5
+    brain = np.clip(1.2 - (rows / 0.42) ** 2 - (cols / 0.36) ** 2, 0, None)  # elliptic head, zero outside
     on_lesion = ndimage.gaussian_filter(mask, size / 32) * rng.uniform(0.5, 3.0)
-    noise = np.abs(rng.normal(scale=0.05, size=mask.shape))
-    return (background + on_lesion + noise).astype(np.float32)
+    if kind == "gradient":
+        envelope = brain * (0.3 + np.abs(ndimage.gaussian_filter(rng.normal(size=mask.shape), size / 16)) * size / 16)
+        return rng.normal(size=mask.shape) * (envelope + on_lesion)
+    if kind == "cam":
+        coarse = max(size // 16, 4)
+        low = ndimage.gaussian_filter(rng.normal(size=(coarse, coarse)), 1.0)
+        smooth = ndimage.zoom(low, size / coarse, order=1)[:size, :size] + 2 * on_lesion
+        return np.clip(smooth, 0, None) * (brain > 0)  # rectified: exact zeros where the CAM is negative
+    patch = max(size // 8, 2)
+    blocks = rng.normal(size=(-(-size // patch),) * 2) * 0.3
+    blocky = np.kron(blocks, np.ones((patch, patch)))[:size, :size]
+    lesion_blocks = ndimage.uniform_filter(mask.astype(float), patch)[::patch, ::patch]
+    blocky += np.kron(lesion_blocks, np.ones((patch, patch)))[:size, :size] * rng.uniform(1, 4)
+    return blocky * (brain > 0)
 
 
-def pairs(rng, size, count):
-    masks = [lesion_mask(rng, size) for _ in range(count)]
-    return np.stack([attribution_map(rng, m) for m in masks]), np.stack(masks)
-
-
-def dense_score(attribution, mask) -> float:
-    result = emd_dense(np.abs(attribution), mask >= 0.5)
-    return 1.0 - result.distance / math.hypot(*attribution.shape)
+def maps(rng: np.random.Generator, size: int, count: int):
+    for index in range(count):
+        mask = lesion_mask(rng, size)
+        attribution = attribution_map(rng, mask, KINDS[index % len(KINDS)])
+        if not np.any(attribution):
+            attribution[size // 2, size // 2] = 1.0
+        yield attribution, mask
 
 
 def timed(function, *args, **kwargs):
@@ -65,99 +87,67 @@ def timed(function, *args, **kwargs):
     return value, time.perf_counter() - start
 
 
-def worker_cpu_seconds() -> float:
-    """CPU seconds used so far by this process's worker processes (NaN without psutil)."""
-    try:
-        import psutil
-    except ImportError:
-        return float("nan")
-    total = 0.0
-    for child in psutil.Process().children(recursive=True):
-        try:
-            times = child.cpu_times()
-            total += times.user + times.system
-        except psutil.Error:
-            pass
-    return total
+def compare(size: int, count: int, rng: np.random.Generator) -> dict:
+    pot_times, fast_times, differences, fallbacks, ratios = [], [], [], 0, []
+    diagonal = math.hypot(size, size)
+    for attribution, mask in maps(rng, size, count):
+        source, target = np.abs(attribution), (mask >= 0.5).astype(np.float64)
+        pot, pot_seconds = timed(emd_support, source, target, solver="pot")
+        fast, fast_seconds = timed(emd_support, source, target, solver="fast")
+        pot_times.append(pot_seconds)
+        fast_times.append(fast_seconds)
+        ratios.append(pot_seconds / fast_seconds)
+        fallbacks += fast.solver != "fast-certified"
+        differences.append(abs(pot.distance - fast.distance) / diagonal)
+    return dict(maps=count, pot=float(np.mean(pot_times)), fast=float(np.mean(fast_times)),
+                median=float(np.median(ratios)), worst=float(np.min(ratios)), diff=float(np.max(differences)),
+                fallbacks=fallbacks)
+
+
+def study_maps(models: int, images: int, images_costly: int) -> tuple[int, int, int]:
+    """(maps, cheap methods incl. baselines, costly methods) of the study preset (costly ones on a subset)."""
+    from xaiutils.presets import PRESETS
+
+    explain = PRESETS["study"]["explain"]
+    costly = [name for name in explain["methods"] if name in ("lime", "kernel_shap", "shapley_sampling")]
+    cheap = len(explain["methods"]) - len(costly)
+    return models * (cheap * images + len(costly) * images_costly), cheap, len(costly)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few maps: finishes in under 2 minutes on 2 cores")
-    parser.add_argument("--maps", type=int, default=None, help="maps per size at 48² and 64² (default 4, quick 3)")
-    parser.add_argument("--maps-128", type=int, default=None, help="maps at 128² (default 3, quick 1)")
-    parser.add_argument("--parallel-maps", type=int, default=None, help="64² maps for the batch speed-up (32/16)")
-    parser.add_argument("--n-jobs", type=int, default=-1, help="cores for the batch run (-1: all)")
+    parser.add_argument("--quick", action="store_true", help="32² and 64² only, 3 maps each")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help=f"scoring sizes (default {SIZES})")
+    parser.add_argument("--maps", type=int, default=None, help="maps per size (default 12/12/2/1, quick 3/3)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sources", type=int, default=3, help="study: pre-training sources")
-    parser.add_argument("--ks", type=int, default=6, help="study: numbers of pre-trained blocks (0..5)")
-    parser.add_argument("--model-seeds", type=int, default=3, help="study: seeds per (source, k)")
-    parser.add_argument("--methods", type=int, default=20, help="study: methods + baselines (~16 + 4)")
-    parser.add_argument("--images", type=int, default=1000, help="study: correctly classified test images")
+    parser.add_argument("--models", type=int, default=33, help="study: 11 grid cells × 3 seeds")
+    parser.add_argument("--images", type=int, default=1000, help="study: explain.n_test_images")
+    parser.add_argument("--images-costly", type=int, default=100, help="study: explain.n_images_costly")
+    parser.add_argument("--cores", type=int, default=16, help="cores of the node in the projection")
     args = parser.parse_args(argv)
-    maps_small = args.maps or (3 if args.quick else 4)
-    maps_large = args.maps_128 or (1 if args.quick else 3)
-    maps_parallel = args.parallel_maps or (16 if args.quick else 32)
+    counts = QUICK_MAPS if args.quick else FULL_MAPS
+    sizes = args.sizes or [size for size in SIZES if counts.get(size, 0) > 0]
     rng = np.random.default_rng(args.seed)
-    emd_score(np.ones((4, 4)), np.eye(4))  # import POT once, outside the timings
+    for solver in ("pot", "fast"):  # import POT and compile (or load) numba once, outside the timings
+        emd_support(np.ones((8, 8)), np.eye(8), solver=solver)
 
-    per_map = {}
-    print(f"{'size':>6} {'maps':>5} {'support s/map':>14} {'dense s/map':>12} {'dense/support':>14} "
-          f"{'max |Δscore|':>13}")
-    for size in (48, 64):
-        attributions, masks = pairs(rng, size, maps_small)
-        support_times, dense_times, differences = [], [], []
-        for attribution, mask in zip(attributions, masks, strict=True):
-            ours, seconds = timed(emd_score, attribution, mask, resolution=None)
-            support_times.append(seconds)
-            reference, seconds = timed(dense_score, attribution, mask)
-            dense_times.append(seconds)
-            differences.append(abs(ours - reference))
-        support, dense = float(np.mean(support_times)), float(np.mean(dense_times))
-        per_map[size] = support
-        print(f"{size:>5}² {maps_small:>5} {support:>14.3f} {dense:>12.3f} {dense / support:>14.2f} "
-              f"{max(differences):>13.2e}")
-    attributions, masks = pairs(rng, 128, maps_large)
-    times = [timed(emd_score, a, m, resolution=None)[1] for a, m in zip(attributions, masks, strict=True)]
-    per_map[128] = float(np.mean(times))
-    print(f"{128:>5}² {maps_large:>5} {per_map[128]:>14.3f} {'(2 GB: skipped)':>12}")
+    print(f"{'size':>6} {'maps':>5} {'POT s/map':>10} {'fast s/map':>11} {'median POT/fast':>16} "
+          f"{'worst':>7} {'max |Δscore|':>13} {'fallbacks':>10}")
+    rows = {}
+    for size in sizes:
+        count = args.maps or counts.get(size, 1)
+        rows[size] = row = compare(size, count, rng)
+        print(f"{size:>5}² {row['maps']:>5} {row['pot']:>10.3f} {row['fast']:>11.3f} {row['median']:>15.2f}× "
+              f"{row['worst']:>6.2f}× {row['diff']:>13.2e} {row['fallbacks']:>10}", flush=True)
 
-    from joblib import cpu_count
-
-    cores = cpu_count() if args.n_jobs == -1 else args.n_jobs
-    attributions, masks = pairs(rng, 64, maps_parallel)
-    batch = dict(metrics=("emd_score",), resolution=None)
-    cpu_before = time.process_time()
-    serial_table, serial = timed(score_maps, attributions, masks, n_jobs=1, **batch)
-    serial_cpu = time.process_time() - cpu_before
-    # the first parallel call starts the worker processes (each imports POT once); they are reused afterwards.
-    # Two maps per worker, so that every worker has run once before the timing.
-    warm = min(2 * cores, maps_parallel)
-    _, cold = timed(score_maps, attributions[:warm], masks[:warm], n_jobs=cores, **batch)
-    workers_before = worker_cpu_seconds()
-    parallel_table, parallel = timed(score_maps, attributions, masks, n_jobs=cores, **batch)
-    parallel_cpu = worker_cpu_seconds() - workers_before
-    same = serial_table.equals(parallel_table)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\nbatch of {maps_parallel} maps at 64²: 1 core {serial:.2f} s, {cores} cores {parallel:.2f} s "
-          f"→ speed-up {serial / parallel:.2f}× (ideal {cores}×); identical scores: {same}")
-    print(f"  starting the {cores} workers took {cold:.2f} s once (incl. {warm} maps); "
-          f"1-minute load average now {load:.2f} on {os.cpu_count()} CPUs")
-    if not math.isnan(parallel_cpu):  # psutil present
-        print(f"  CPU actually received: serial run {serial_cpu / serial:.2f} core, "
-              f"workers {parallel_cpu / parallel:.2f} cores on average; "
-              f"CPU per map {serial_cpu / maps_parallel:.3f} s serial vs "
-              f"{parallel_cpu / maps_parallel:.3f} s in workers → expected speed-up on {cores} idle cores "
-              f"≈ {cores * serial_cpu / parallel_cpu:.2f}×")
-
-    evaluations = args.sources * args.ks * args.model_seeds * args.methods * args.images
-    per_map_64 = serial / maps_parallel  # the larger sample of 64² maps, on one core
-    core_hours = evaluations * per_map_64 / 3600
-    print(f"\nstudy projection: {args.sources} sources × {args.ks} k × {args.model_seeds} seeds × {args.methods} "
-          f"methods+baselines × {args.images} images = {evaluations:,} maps")
-    print(f"  at 64² ({per_map_64:.3f} s/map, mean of {maps_parallel} maps): {core_hours:,.1f} core-hours "
-          f"= {core_hours / cores:,.1f} h on {cores} cores")
-    print(f"  at 128² ({per_map[128]:.2f} s/map): {evaluations * per_map[128] / 3600:,.0f} core-hours")
+    total, cheap, costly = study_maps(args.models, args.images, args.images_costly)
+    print(f"\nstudy preset: {args.models} models × ({cheap} methods+baselines × {args.images} images + {costly} "
+          f"costly methods × {args.images_costly} images) = {total:,} maps (at most: only correct images count)")
+    for size, row in rows.items():
+        for name in ("pot", "fast"):
+            hours = total * row[name] / 3600
+            print(f"  {size}² {name:>4}: {row[name]:.3f} s/map (measured, {row['maps']} maps) → {hours:,.1f} "
+                  f"core-hours → {hours / args.cores:,.1f} h on one {args.cores}-core node (projected)")
 
 
 if __name__ == "__main__":

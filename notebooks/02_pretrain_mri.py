@@ -31,7 +31,9 @@
 #   local texture and shape.
 #
 # Dense tasks put a light fully convolutional head on the backbone (a 1×1 convolution on each block's output,
-# upsampled and summed), so that every block is trained; only the blocks are transferred.
+# upsampled and summed), so that every block is trained; only the blocks are transferred. The restoration head
+# adds the corrupted input to its output (it predicts the correction): the coarse block outputs alone cannot
+# carry a slice's fine detail, and without it the network restored worse than doing nothing.
 #
 # **The criterion, fixed before any result was seen.** The default `mri` source is the task whose transferred
 # blocks give the highest *validation* accuracy on the lesion task in a `transfer` run with k = 3 pre-trained,
@@ -183,7 +185,8 @@ for name in tasks:
         metric = {"metric": "validation accuracy", "value": train.classification_metrics(
             targets[val_rows], probabilities)["accuracy"], "chance": 1 / config["n_bands"]}
     else:
-        dense = pretrain.DenseHead(net, pretrain.n_outputs(name), config["image_size"])
+        dense = pretrain.DenseHead(net, pretrain.n_outputs(name), config["image_size"],
+                                   residual=name == "restoration")
         history = pretrain.fit_dense(dense, (inputs[train_rows], targets[train_rows]),
                                      (inputs[val_rows], targets[val_rows]), name, **fit_args)
         best = history["epochs"][history["best_epoch"] - 1]["val_metric"]

@@ -187,11 +187,17 @@ def level_band_dataset(n_subjects: int, slices_per_subject: int, image_size: int
 
 class DenseHead(nn.Module):
     """A per-pixel prediction from every block of a :class:`~xaiutils.models.LesionNet`: a 1×1 convolution on
-    each block's output, upsampled bilinearly to the input size, summed (FCN-style). ``net.head`` is not used."""
+    each block's output, upsampled bilinearly to the input size, summed (FCN-style). ``net.head`` is not used.
 
-    def __init__(self, net: nn.Module, out_channels: int, image_size: int):
+    ``residual=True`` adds the (grey) input to the output, so that a restoration network predicts the correction
+    rather than the whole slice: the coarse block outputs alone cannot carry the slice's fine detail."""
+
+    def __init__(self, net: nn.Module, out_channels: int, image_size: int, residual: bool = False):
         super().__init__()
+        if residual and out_channels != 1:
+            raise ValueError(f"residual=True adds the grey input, so out_channels must be 1, got {out_channels}")
         self.net = net
+        self.residual = residual
         with torch.no_grad():
             x = net.features(torch.zeros(1, 1, image_size, image_size), stop=0)
             widths = []
@@ -208,7 +214,7 @@ class DenseHead(nn.Module):
             features = block(features)
             out = out + nn.functional.interpolate(projection(features), size=size, mode="bilinear",
                                                   align_corners=False)
-        return out
+        return out + x[:, :1] if self.residual else out
 
 
 def fit_dense(model: DenseHead, train_data: tuple, val_data: tuple, task: str, epochs: int = 10, lr: float = 1e-3,
@@ -253,7 +259,7 @@ def fit_dense(model: DenseHead, train_data: tuple, val_data: tuple, task: str, e
             optimiser.step()
             if scheduler is not None:
                 scheduler.step()
-            total += float(loss) * len(index)
+            total += float(loss.detach()) * len(index)
             seen += len(index)
         val_loss, val_metric = dense_scores(model, x_val, y_val, task, batch_size)
         history["epochs"].append({"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss,

@@ -168,7 +168,9 @@ fig.savefig(out_dir / "pretraining_tasks.png", dpi=120)
 # ## Pre-training each task from random initialisation
 #
 # Same slices, epochs, learning rate, schedule and batch size for every task; early stopping on each task's own
-# validation loss.
+# validation loss. After training, the BatchNorm statistics are re-estimated exactly over the training slices:
+# after a short schedule at a high learning rate they lag the final weights, and the transferred blocks run
+# frozen, in eval mode, with those statistics.
 
 # %%
 pretrained, histories, task_metrics = {}, {}, {}
@@ -181,6 +183,7 @@ for name in tasks:
     if pretrain.TASK_KINDS[name] == "classification":
         history = train.fit(net, (inputs[train_rows], targets[train_rows]), (inputs[val_rows], targets[val_rows]),
                             augment="flips", **fit_args)
+        train.recalibrate_batchnorm(net, inputs[train_rows], config["batch_size"])
         probabilities = train.predict_proba(net, inputs[val_rows])
         metric = {"metric": "validation accuracy", "value": train.classification_metrics(
             targets[val_rows], probabilities)["accuracy"], "chance": 1 / config["n_bands"]}
@@ -189,7 +192,7 @@ for name in tasks:
                                    residual=name == "restoration")
         history = pretrain.fit_dense(dense, (inputs[train_rows], targets[train_rows]),
                                      (inputs[val_rows], targets[val_rows]), name, **fit_args)
-        best = history["epochs"][history["best_epoch"] - 1]["val_metric"]
+        best = history["recalibrated"]["val_metric"]
         if name == "tissue_segmentation":
             metric = {"metric": "validation pixel accuracy in the brain", "value": best, "chance": None}
         else:

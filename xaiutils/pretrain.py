@@ -275,6 +275,10 @@ def fit_dense(model: DenseHead, train_data: tuple, val_data: tuple, task: str, e
     if best_state is not None:
         model.load_state_dict(best_state)
     model.to(memory_format=torch.contiguous_format)
+    # exact BatchNorm statistics for the kept weights: the blocks run in eval mode once transferred and frozen
+    train.recalibrate_batchnorm(model, x_train, batch_size)
+    val_loss, val_metric = dense_scores(model, x_val, y_val, task, batch_size)
+    history["recalibrated"] = {"val_loss": val_loss, "val_metric": val_metric}
     history["seconds"] = round(time.perf_counter() - started, 3)
     return history
 

@@ -255,6 +255,38 @@ def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float 
 
 
 @torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, images, batch_size: int = 64, device=None) -> nn.Module:
+    """Re-estimate every trainable BatchNorm layer's running statistics as plain averages over the batches of
+    ``images`` (with equal batches, the mean is exactly the images' mean).
+
+    During training the running statistics are exponential averages of batches taken while the weights moved;
+    after a short, high-learning-rate schedule they lag the final weights, and the network in eval mode (how it
+    is evaluated, and how its blocks run when frozen and transferred) can be far off the network in train mode.
+    One pass over the training images in train mode, averaging every batch alike ("precise BN"), fixes them;
+    frozen blocks are left as they are. Returns the model in eval mode.
+    """
+    device = select_device(device)
+    layers = [module for module in model.modules()
+              if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats]
+    frozen = {id(module) for block in list(getattr(model, "blocks", []))[: getattr(model, "frozen_blocks", 0)]
+              for module in block.modules()}
+    layers = [layer for layer in layers if id(layer) not in frozen]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average over every batch of the pass
+    model.to(device).train()
+    x = as_tensor_images(images)
+    try:
+        for index in batches(len(x), batch_size):
+            model(x[index].to(device))
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+    return model.eval()
+
+
+@torch.no_grad()
 def evaluate_loss(model, x, y, batch_size, device, start: int = 0) -> tuple[float, float]:
     """Mean cross-entropy and accuracy in eval mode; ``start > 0``: ``x`` holds the outputs of the first
     ``start`` blocks (see :meth:`LesionNet.forward_from`)."""

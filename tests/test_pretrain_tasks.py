@@ -1,0 +1,76 @@
+"""The in-domain pre-training tasks: tissue maps follow each pseudo-subject, corruption and restoration heads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from xaiutils import models, pretrain
+
+
+@pytest.fixture(scope="module")
+def slices():
+    return pretrain.pretrain_slices(4, 8, 32, n_bands=4, seed=5, progress=False)
+
+
+def test_tissue_labels_lie_in_the_brain_and_hold_every_tissue(slices):
+    tissues, brains = slices["tissues"], slices["brains"]
+    assert tissues.shape == slices["images"].shape and tissues.dtype == np.int64
+    assert np.all(tissues[~brains] == 0), "outside the brain every pixel is background"
+    inside = tissues[brains]
+    assert (inside > 0).mean() > 0.9, "inside the brain almost every pixel is a tissue"
+    assert set(np.unique(inside)) >= {1, 2, 3}, "CSF, grey and white matter all occur"
+    # white matter is brighter than grey matter on T1: the labels line up with the intensities
+    images = slices["images"]
+    assert images[tissues == 3].mean() > images[tissues == 2].mean() > images[tissues == 1].mean()
+
+
+def test_tasks_share_the_slices_and_are_reproducible(slices):
+    again = pretrain.pretrain_slices(4, 8, 32, n_bands=4, seed=5, progress=False)
+    for key in ("images", "tissues", "bands"):
+        assert np.array_equal(slices[key], again[key])
+    band_inputs, bands = pretrain.task_arrays("level_band", slices)
+    seg_inputs, _ = pretrain.task_arrays("tissue_segmentation", slices)
+    assert np.array_equal(band_inputs, seg_inputs) and np.bincount(bands).tolist() == [8, 8, 8, 8]
+    corrupted, clean = pretrain.task_arrays("restoration", slices, seed=5)
+    corrupted_again, _ = pretrain.task_arrays("restoration", slices, seed=5)
+    assert np.array_equal(corrupted, corrupted_again) and np.array_equal(clean, slices["images"])
+    assert np.abs(corrupted - clean).mean() > 0.01, "the corruption changes the slices"
+    with pytest.raises(ValueError, match="unknown pre-training task 'age'; valid choices: level_band"):
+        pretrain.task_arrays("age", slices)
+
+
+def test_level_band_data_are_unchanged_by_the_new_tasks():
+    """The first task's data come from the same seed stream as before the other tasks were added."""
+    images, labels, table = pretrain.level_band_dataset(4, 8, 32, n_bands=4, seed=5, progress=False)
+    slices = pretrain.pretrain_slices(4, 8, 32, n_bands=4, seed=5, tissues=False, progress=False)
+    assert np.array_equal(images, slices["images"]) and np.array_equal(labels, slices["bands"])
+
+
+def test_residual_dense_head_with_zero_projections_returns_its_input():
+    net = models.build_model("mobilenet_v2", n_classes=1, width=0.5, seed=0)
+    head = pretrain.DenseHead(net, 1, 32, residual=True).eval()
+    for projection in head.projections:
+        torch.nn.init.zeros_(projection.weight)
+        torch.nn.init.zeros_(projection.bias)
+    x = torch.rand(2, 1, 32, 32)
+    assert torch.equal(head(x), x)
+    with pytest.raises(ValueError, match="out_channels must be 1"):
+        pretrain.DenseHead(net, 4, 32, residual=True)
+
+
+@pytest.mark.parametrize("task", ["tissue_segmentation", "restoration"])
+def test_dense_pretraining_lowers_its_loss_and_leaves_a_transferable_backbone(slices, task, tmp_path):
+    inputs, targets = pretrain.task_arrays(task, slices, seed=5)
+    net = models.build_model("mobilenet_v2", n_classes=pretrain.n_outputs(task), width=0.5, seed=0)
+    head = pretrain.DenseHead(net, pretrain.n_outputs(task), 32, residual=task == "restoration")
+    history = pretrain.fit_dense(head, (inputs[:24], targets[:24]), (inputs[24:], targets[24:]), task, epochs=3,
+                                 lr=3e-3, batch_size=8, patience=3, progress=False)
+    losses = [epoch["train_loss"] for epoch in history["epochs"]]
+    assert losses[-1] < losses[0]
+    models.save_weights(net, tmp_path / "model.pt")
+    transferred = models.prepare_model("mobilenet_v2", "mri", 3, width=0.5, mri_checkpoint=tmp_path / "model.pt")
+    state = net.state_dict()
+    assert all(torch.equal(value, state[f"blocks.2.{key}"])
+               for key, value in transferred.blocks[2].state_dict().items())

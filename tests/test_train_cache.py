@@ -1,0 +1,83 @@
+"""fit: outputs of frozen blocks cached (exactly, over the flip group), schedules, memory format handed back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from xaiutils import models, train
+
+
+def tiny_data(n=48, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.random((n, size, size)).astype(np.float32)
+    labels = (images[:, : size // 2].mean(axis=(1, 2)) > images[:, size // 2:].mean(axis=(1, 2))).astype(np.int64)
+    return images, labels
+
+
+def test_flip_variants_follow_the_draws_of_augment_batch():
+    x = torch.arange(2 * 1 * 3 * 3, dtype=torch.float32).reshape(2, 1, 3, 3)
+    variants = train.flip_variants(x)
+    drawn = train.augment_batch(x, torch.Generator().manual_seed(4), "flips")
+    index = train.draw_flip_variants(len(x), torch.Generator().manual_seed(4))
+    assert torch.equal(variants[index, torch.arange(len(x))], drawn)
+
+
+@pytest.mark.parametrize("augment", ["flips", "none"])
+def test_cached_frozen_outputs_train_the_same_model(augment):
+    images, labels = tiny_data()
+    results = []
+    for cache in (False, True):
+        model = models.build_model("mobilenet_v2", width=0.5, seed=0, dropout=0.0).freeze(3)
+        history = train.fit(model, (images[:32], labels[:32]), (images[32:], labels[32:]), epochs=2, lr=1e-3,
+                            batch_size=8, patience=5, seed=1, augment=augment, lr_schedule="onecycle",
+                            cache_frozen=cache, progress=False)
+        assert history["frozen_outputs_cached"] is cache
+        results.append((history, model.state_dict()))
+    (plain, plain_state), (cached, cached_state) = results
+    for a, b in zip(plain["epochs"], cached["epochs"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+    for key, value in plain_state.items():
+        torch.testing.assert_close(cached_state[key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_frozen_blocks_do_not_change_and_the_model_comes_back_contiguous():
+    images, labels = tiny_data()
+    model = models.build_model("mobilenet_v2", width=0.5, seed=0).freeze(2)
+    before = {key: value.clone() for key, value in model.blocks[:2].state_dict().items()}
+    train.fit(model, (images[:32], labels[:32]), (images[32:], labels[32:]), epochs=1, batch_size=8,
+              augment="flips", progress=False)
+    after = model.blocks[:2].state_dict()
+    assert all(torch.equal(before[key], after[key]) for key in before)
+    conv = next(module for module in model.modules() if isinstance(module, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(), "the model is handed back in the default memory format"
+
+
+def test_forward_from_equals_forward():
+    model = models.build_model("mobilenet_v2", width=0.5, seed=0).eval()
+    x = torch.rand(3, 1, 32, 32)
+    for start in range(model.n_blocks + 1):
+        torch.testing.assert_close(model.forward_from(model.features(x, stop=start), start), model(x))
+
+
+def test_unknown_schedule_is_refused_with_the_choices():
+    images, labels = tiny_data(n=8)
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'cosine'; valid choices: constant, onecycle"):
+        train.fit(models.build_model("mobilenet_v2", width=0.5), (images, labels), (images, labels),
+                  lr_schedule="cosine", progress=False)
+
+
+def test_recalibrated_batchnorm_holds_the_exact_statistics_of_the_images():
+    model = models.build_model("mobilenet_v2", width=0.5, seed=0)
+    first_bn = next(module for module in model.modules() if isinstance(module, torch.nn.BatchNorm2d))
+    momentum = first_bn.momentum
+    images = np.random.default_rng(0).random((20, 32, 32)).astype(np.float32)
+    train.recalibrate_batchnorm(model, images, batch_size=10)  # equal batches: the mean of their means
+    assert not model.training and first_bn.momentum == momentum
+    with torch.no_grad():
+        inputs = model.features(torch.as_tensor(images)[:, None], stop=0)
+        first_conv = model.blocks[0][0][0]
+        expected = first_conv(inputs).mean(dim=(0, 2, 3))
+    torch.testing.assert_close(first_bn.running_mean, expected, rtol=1e-4, atol=1e-5)

@@ -214,3 +214,13 @@ def test_book_cells_have_no_time_limit():
     root = Path(__file__).resolve().parent.parent
     config = yaml.safe_load((root / "_config.yml").read_text())
     assert config["execute"]["timeout"] == -1
+
+
+def test_a_failing_cell_stops_a_grid_with_two_workers_before_the_queued_cells(tmp_path):
+    notebook, log, out = fake_grid(tmp_path)
+    spec = {"sources": ["none"], "n_pretrained_blocks": [0], "seeds": list(range(8)), "workers": 2}
+    with pytest.raises(Exception, match="simulated crash"):
+        runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, check_inputs=False,
+                      parameters={"log_file": str(log), "fail_on": "none-k0-s0"})
+    ran = log.read_text().split()
+    assert "none-k0-s0" in ran and len(ran) < 8, f"queued cells ran after the failure: {ran}"

@@ -865,11 +865,17 @@ def run_grid(
         ordered = sorted(cells, key=lambda cell: cell["n_pretrained_blocks"])
         with kernel_threads(max(1, (os.cpu_count() or 1) // workers)), ThreadPoolExecutor(workers) as pool:
             futures = {pool.submit(run_cell, cell, 0): cell for cell in ordered}
-            for future in tqdm(as_completed(futures), total=len(futures), desc="grid", disable=not progress):
-                try:
-                    future.result()
-                except FolderBusy:
-                    busy.append(futures[future])
+            try:
+                for future in tqdm(as_completed(futures), total=len(futures), desc="grid", disable=not progress):
+                    try:
+                        future.result()
+                    except FolderBusy:
+                        busy.append(futures[future])
+            except BaseException:
+                # a failed cell, Ctrl-C or a stop signal: start no further cell (the pool would otherwise run every
+                # queued one before it lets go); the running ones finish or fail on their own
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     for cell in busy:
         print(f"grid: waiting for cell {cell_name(cell)}, which {_lock_owner(lock_file(out_dir / cell_name(cell)))}"
               " is writing", file=sys.stderr, flush=True)

@@ -198,12 +198,15 @@ class DenseHead(nn.Module):
             raise ValueError(f"residual=True adds the grey input, so out_channels must be 1, got {out_channels}")
         self.net = net
         self.residual = residual
+        was_training = net.training
+        net.eval()  # a one-image probe: BatchNorm in train mode refuses a 1×1 map of one image
         with torch.no_grad():
             x = net.features(torch.zeros(1, 1, image_size, image_size), stop=0)
             widths = []
             for block in net.blocks:
                 x = block(x)
                 widths.append(x.shape[1])
+        net.train(was_training)
         self.projections = nn.ModuleList(nn.Conv2d(width, out_channels, 1) for width in widths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,6 @@ transferred to the lesion task.
 
 from __future__ import annotations
 
-import copy
 import functools
 import time
 
@@ -244,7 +243,7 @@ def fit_dense(model: DenseHead, train_data: tuple, val_data: tuple, task: str, e
     generator = torch.Generator().manual_seed(seed)
     model = model.to(memory_format=torch.channels_last)
     history = {"epochs": [], "best_epoch": None, "stopped_early": False, "device": "cpu", "task": task}
-    best_loss, best_state, waited = float("inf"), None, 0
+    stopper = train.EarlyStopping(patience)
     started = time.perf_counter()
     for epoch in tqdm(range(1, epochs + 1), desc="epochs", disable=not progress, leave=False):
         model.train()
@@ -267,16 +266,9 @@ def fit_dense(model: DenseHead, train_data: tuple, val_data: tuple, task: str, e
         val_loss, val_metric = dense_scores(model, x_val, y_val, task, batch_size)
         history["epochs"].append({"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss,
                                   "val_metric": val_metric})
-        if val_loss < best_loss - 1e-6:
-            best_loss, waited, history["best_epoch"] = val_loss, 0, epoch
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            waited += 1
-            if waited >= patience:
-                history["stopped_early"] = True
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if stopper.update(val_loss, epoch, model):
+            break
+    stopper.restore(model, history)
     model.to(memory_format=torch.contiguous_format)
     # exact BatchNorm statistics for the kept weights: the blocks run in eval mode once transferred and frozen
     train.recalibrate_batchnorm(model, x_train, batch_size)

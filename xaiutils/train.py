@@ -112,6 +112,32 @@ def classification_metrics(labels, probabilities) -> dict[str, float]:
     return result
 
 
+class EarlyStopping:
+    """Early stopping on a validation loss: keeps a copy of the weights of the best epoch and says when
+    ``patience`` epochs have passed without improvement (by more than 1e-6)."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best_loss, self.best_epoch, self.best_state_, self.waited_ = float("inf"), None, None, 0
+        self.stopped_early_ = False
+
+    def update(self, val_loss: float, epoch: int, model: nn.Module) -> bool:
+        """Record one epoch; ``True`` when training should stop."""
+        if val_loss < self.best_loss - 1e-6:
+            self.best_loss, self.best_epoch, self.waited_ = val_loss, epoch, 0
+            self.best_state_ = copy.deepcopy(model.state_dict())
+            return False
+        self.waited_ += 1
+        self.stopped_early_ = self.waited_ >= self.patience
+        return self.stopped_early_
+
+    def restore(self, model: nn.Module, history: dict) -> None:
+        """Load the best epoch's weights into ``model`` and note the best epoch and early stop in ``history``."""
+        if self.best_state_ is not None:
+            model.load_state_dict(self.best_state_)
+        history["best_epoch"], history["stopped_early"] = self.best_epoch, self.stopped_early_
+
+
 def flip_variants(x: torch.Tensor) -> torch.Tensor:
     """The four images of each of ``x`` under the flip group: 4×N×C×H×W in the order identity, left-right,
     up-down, both, i.e. variant ``lr + 2·ud`` (the order :func:`augment_batch` draws its flips in)."""
@@ -199,7 +225,7 @@ def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float 
 
     history = {"epochs": [], "best_epoch": None, "stopped_early": False, "device": str(device),
                "frozen_outputs_cached": cache_frozen, "lr_schedule": lr_schedule}
-    best_loss, best_state, waited = float("inf"), None, 0
+    stopper = EarlyStopping(patience)
     started = time.perf_counter()
     bar = tqdm(range(1, epochs + 1), desc="epochs", disable=not progress, leave=False)
     for epoch in bar:
@@ -238,16 +264,9 @@ def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float 
                   "train_images_per_second": round(seen / train_seconds, 2)}
         history["epochs"].append(record)
         bar.set_postfix(train_loss=f"{record['train_loss']:.3f}", val_loss=f"{val_loss:.3f}")
-        if val_loss < best_loss - 1e-6:
-            best_loss, waited, history["best_epoch"] = val_loss, 0, epoch
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            waited += 1
-            if waited >= patience:
-                history["stopped_early"] = True
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if stopper.update(val_loss, epoch, model):
+            break
+    stopper.restore(model, history)
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
     history["seconds"] = round(time.perf_counter() - started, 3)

@@ -19,6 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import test_grid  # the tests folder is on sys.path under pytest (rootdir import mode)
 import torch
 
 from xaiutils import data, explain, lesions, models, runs
@@ -26,30 +27,8 @@ from xaiutils.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Stands in for notebook 3 (as in test_grid): logs each execution and writes the sidecar the grid collects.
-FAKE_FINETUNE = textwrap.dedent(
-    """\
-    # %% tags=["parameters"]
-    preset = "smoke"
-    out_dir = None
-    grid = True
-    source = "none"
-    n_pretrained_blocks = 0
-    seed = 0
-    log_file = None
-    data_dir = None
-    mri_checkpoint = None
-
-    # %%
-    import json
-    from pathlib import Path
-    with open(log_file, "a") as log:
-        log.write(f"{source}-k{n_pretrained_blocks}-s{seed}\\n")
-    sidecar = {"config": {"model": "fake"}, "history": {"best_epoch": 1, "seconds": 0.1},
-               "metrics": {"val": {"accuracy": 0.5}, "test": {"accuracy": 0.5}}}
-    (Path(out_dir) / "model.json").write_text(json.dumps(sidecar))
-    """
-)
+# Stands in for notebook 3: the grid tests' stand-in (logs each execution, writes the sidecar the grid collects).
+FAKE_FINETUNE = test_grid.FAKE_FINETUNE
 
 # A run that writes part of its output, tells the test its kernel's PID, then works for a long time.
 SLOW_NOTEBOOK = textwrap.dedent(

@@ -65,7 +65,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from xaiutils import data, models, presets, pretrain, runs, train
+from xaiutils import models, presets, pretrain, runs, task_selection
 from xaiutils.book import glue
 
 # %% tags=["parameters"]
@@ -96,6 +96,8 @@ seed = None
 # Selection: k of the transfer runs and their seeds.
 selection_k = None
 selection_seeds = None
+# Pre-training and transfer runs done at once, each in its own process with cpu_count // workers threads.
+workers = None
 # The lesion dataset of notebook 1 (train and validation splits only) (None: the preset's run folder).
 data_dir = None
 # Run folder (None: runs/<preset>/02_pretrain_mri in the checkout).
@@ -106,7 +108,7 @@ config = presets.resolve(
     "pretrain", preset, backbone=backbone, width=width, task=task, candidate_tasks=candidate_tasks,
     n_bands=n_bands, n_subjects=n_subjects, slices_per_subject=slices_per_subject, image_size=image_size,
     epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, lr_schedule=lr_schedule, seed=seed,
-    selection_k=selection_k, selection_seeds=selection_seeds,
+    selection_k=selection_k, selection_seeds=selection_seeds, workers=workers,
 )
 tasks = list(config["candidate_tasks"]) if config["task"] == "auto" else [config["task"]]
 for name in tasks:
@@ -173,37 +175,12 @@ fig.savefig(out_dir / "pretraining_tasks.png", dpi=120)
 # frozen, in eval mode, with those statistics.
 
 # %%
-pretrained, histories, task_metrics = {}, {}, {}
+histories, task_metrics, selection_rows = task_selection.train_and_select(
+    tasks, task_data, train_rows, val_rows, config, finetune_config, out_dir, data_dir, preset,
+    workers=config["workers"],
+)
 for name in tasks:
-    inputs, targets = task_data[name]
-    net = models.build_model(config["backbone"], n_classes=pretrain.n_outputs(name, config["n_bands"]),
-                             width=config["width"], seed=config["seed"])
-    fit_args = {"epochs": config["epochs"], "lr": config["lr"], "batch_size": config["batch_size"],
-                "patience": config["patience"], "seed": config["seed"], "lr_schedule": config["lr_schedule"]}
-    if pretrain.TASK_KINDS[name] == "classification":
-        history = train.fit(net, (inputs[train_rows], targets[train_rows]), (inputs[val_rows], targets[val_rows]),
-                            augment="flips", **fit_args)
-        train.recalibrate_batchnorm(net, inputs[train_rows], config["batch_size"])
-        probabilities = train.predict_proba(net, inputs[val_rows])
-        metric = {"metric": "validation accuracy", "value": train.classification_metrics(
-            targets[val_rows], probabilities)["accuracy"], "chance": 1 / config["n_bands"]}
-    else:
-        dense = pretrain.DenseHead(net, pretrain.n_outputs(name), config["image_size"],
-                                   residual=name == "restoration")
-        history = pretrain.fit_dense(dense, (inputs[train_rows], targets[train_rows]),
-                                     (inputs[val_rows], targets[val_rows]), name, **fit_args)
-        best = history["recalibrated"]["val_metric"]
-        if name == "tissue_segmentation":
-            metric = {"metric": "validation pixel accuracy in the brain", "value": best, "chance": None}
-        else:
-            corrupted_error = float(np.abs(inputs[val_rows] - targets[val_rows]).mean())
-            metric = {"metric": "validation mean absolute error (corrupted input: "
-                      f"{corrupted_error:.3f})", "value": best, "chance": None}
-    task_dir = out_dir / "tasks" / name
-    model_config = {**config, "task": name, "model": models.model_name(config["backbone"], config["width"]),
-                    "n_classes": pretrain.n_outputs(name, config["n_bands"]), "preset": preset}
-    train.write_run(task_dir, net, model_config, history, {"val": metric})
-    pretrained[name], histories[name], task_metrics[name] = net, history, metric
+    history, metric = histories[name], task_metrics[name]
     print(f"{name}: best epoch {history['best_epoch']} of {len(history['epochs'])}, {history['seconds']:.0f} s; "
           f"{metric['metric']} {metric['value']:.3f}")
 
@@ -223,33 +200,11 @@ fig.tight_layout()
 # %% [markdown]
 # ## Choosing the `mri` source by the criterion stated above
 #
-# For each task, the first k = `selection_k` blocks are transferred, frozen, and the rest is trained on the
-# lesion task's *training* split exactly as a grid cell of notebook 3 would be; the score is the accuracy on the
-# *validation* split.
+# For each task, the first k = `selection_k` blocks were transferred, frozen, and the rest trained on the lesion
+# task's *training* split exactly as a grid cell of notebook 3 would be (these transfer runs ran in the cell
+# above, as soon as each task's checkpoint was written); the score is the accuracy on the *validation* split.
 
 # %%
-bench = data.load_benchmark(data_dir)
-split = {name: bench.indices(name) for name in ("train", "val")}
-selection_rows = []
-for name in tasks:
-    checkpoint = out_dir / "tasks" / name / "model.pt"
-    for selection_seed in config["selection_seeds"]:
-        model = models.prepare_model(
-            finetune_config["backbone"], "mri", config["selection_k"], mode=finetune_config["mode"],
-            width=finetune_config["width"], dropout=finetune_config["dropout"], seed=selection_seed,
-            mri_checkpoint=checkpoint,
-        )
-        history = train.fit(
-            model, (bench.images[split["train"]], bench.labels[split["train"]]),
-            (bench.images[split["val"]], bench.labels[split["val"]]), epochs=finetune_config["epochs"],
-            lr=finetune_config["lr"], batch_size=finetune_config["batch_size"],
-            patience=finetune_config["patience"], weight_decay=finetune_config["weight_decay"], seed=selection_seed,
-            augment=finetune_config["augment"], lr_schedule=finetune_config["lr_schedule"], progress=False,
-        )
-        val_accuracy = train.classification_metrics(
-            bench.labels[split["val"]], train.predict_proba(model, bench.images[split["val"]]))["accuracy"]
-        selection_rows.append({"task": name, "seed": selection_seed, "val_accuracy": val_accuracy,
-                               "seconds": history["seconds"]})
 selection = pd.DataFrame(selection_rows)
 ranking = selection.groupby("task", sort=False)["val_accuracy"].mean()
 chosen = ranking.idxmax() if config["task"] == "auto" else config["task"]  # idxmax: the first task on a tie

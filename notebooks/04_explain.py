@@ -73,6 +73,9 @@ selection = None
 # Bootstrap resamples for the confidence intervals, and the seed of sampling and stochastic methods.
 n_boot = None
 seed = None
+# Runs explained at once, each in its own process with cpu_count // workers threads (None: preset). The scores do
+# not depend on it.
+workers = None
 # Inputs: the dataset of notebook 1 and the grid folder of notebook 3 (None: the preset's run folders).
 data_dir = None
 grid_dir = None
@@ -83,6 +86,7 @@ out_dir = None
 config = presets.resolve(
     "explain", preset, methods=methods, metrics=metric_names, n_test_images=n_test_images,
     n_images_costly=n_images_costly, resolution=resolution, selection=selection, n_boot=n_boot, seed=seed,
+    workers=workers,
 )
 data_dir = Path(data_dir) if data_dir is not None else runs.default_out_dir(preset, "01_data") / "dataset"
 grid_dir = Path(grid_dir) if grid_dir is not None else runs.default_out_dir(preset, "03_finetune") / "grid"
@@ -108,16 +112,14 @@ method_table[method_table.index.isin(config["methods"])]
 bench = data.load_benchmark(data_dir)
 accuracy = pd.read_csv(grid_dir / "accuracy.csv")
 images = evaluate.test_images(bench, config["n_test_images"], seed=config["seed"])
-gallery_maps = {}
-frames = []
-for run_name in accuracy["run"]:
-    maps_out = {}
-    frames.append(evaluate.explain_run(
-        grid_dir / run_name, bench, images, config["methods"], config["metrics"], resolution=config["resolution"],
-        seed=config["seed"], maps_out=maps_out, n_images_costly=config["n_images_costly"],
-    ))
-    gallery_maps[run_name] = maps_out
-scores = evaluate.add_correct_for_all(pd.concat(frames, ignore_index=True))
+# The gallery below shows the maps of the most accurate run; only its maps are kept.
+best_run = accuracy.sort_values("test_accuracy", ascending=False)["run"].iloc[0]
+scores, best_run_maps = evaluate.explain_grid(
+    grid_dir, accuracy["run"], data_dir, images, config["methods"], config["metrics"], workers=config["workers"],
+    maps_for=best_run, resolution=config["resolution"], seed=config["seed"],
+    n_images_costly=config["n_images_costly"],
+)
+scores = evaluate.add_correct_for_all(scores)
 scores.to_csv(out_dir / "scores.csv", index=False)
 not_applicable = scores[scores["reason"].str.startswith("not applicable")].groupby("method")["reason"].first()
 print(f"{len(scores)} rows: {scores['run'].nunique()} runs × {scores['method'].nunique()} methods × "
@@ -151,9 +153,8 @@ pivot.round(3)
 # |value|, so 1 is the map's most important pixel. The anatomy is underneath, the lesion mask outlined in cyan.
 
 # %%
-best_run = accuracy.sort_values("test_accuracy", ascending=False)["run"].iloc[0]
 run_scores = scores[(scores["run"] == best_run) & (scores["reason"] == "")]
-shown_methods = [m for m in config["methods"] if m in gallery_maps[best_run] and (run_scores["method"] == m).any()]
+shown_methods = [m for m in config["methods"] if m in best_run_maps and (run_scores["method"] == m).any()]
 # Methods in rows of at most six: each row of methods takes two figure rows, best image above worst.
 n_columns = min(6, len(shown_methods))
 n_groups = -(-len(shown_methods) // n_columns)
@@ -167,7 +168,7 @@ for number, method in enumerate(shown_methods):
     ranked = run_scores[run_scores["method"] == method].sort_values(main_metric)
     for row, (label, pick) in enumerate((("best", ranked.iloc[-1]), ("worst", ranked.iloc[0]))):
         ax = axes[2 * group + row, column]
-        attribution = np.abs(gallery_maps[best_run][method][position[pick["image"]]])
+        attribution = np.abs(best_run_maps[method][position[pick["image"]]])
         attribution = attribution / attribution.max()
         ax.imshow(bench.images[pick["image"]], cmap="gray", vmin=0, vmax=1)
         shown = ax.imshow(np.ma.masked_less(attribution, 0.05), cmap="inferno", vmin=0, vmax=1, alpha=0.75)

@@ -62,3 +62,42 @@ def test_test_images_are_a_balanced_seeded_sample():
     assert np.bincount(Bench.labels[picked]).tolist() == [5, 5]
     assert np.array_equal(picked, evaluate.test_images(Bench(), 10, seed=1))
     assert len(evaluate.test_images(Bench(), None)) == 30
+
+
+@pytest.fixture(scope="module")
+def tiny_grid(tmp_path_factory):
+    """A small real dataset and a grid folder of two untrained runs, as notebook 3 writes them."""
+    from xaiutils import data, models, train
+
+    root = tmp_path_factory.mktemp("grid")
+    data_dir = data.make_benchmark(root / "dataset", "smoke", progress=False, n_subjects=3, slices_per_subject=2,
+                                   image_size=32, radius_range=(2.0, 3.0))
+    bench = data.load_benchmark(data_dir)
+    test_rows = bench.indices("test")
+    for seed in (0, 1):
+        run_dir = root / "grid" / f"none-k0-s{seed}"
+        model = models.build_model("vgg16", width=0.125, seed=seed, dropout=0.0)
+        config = {"backbone": "vgg16", "width": 0.125, "source": "none", "n_pretrained_blocks": 0, "seed": seed,
+                  "model": "vgg16-w0.125"}
+        train.write_run(run_dir, model, config, {}, {})
+        pd.DataFrame({"image": test_rows, "correct": test_rows % 2 == 0}).to_csv(run_dir / "predictions.csv",
+                                                                                  index=False)
+    return root, data_dir, bench
+
+
+def test_explain_grid_gives_the_same_scores_in_two_worker_processes(tiny_grid):
+    root, data_dir, bench = tiny_grid
+    images = evaluate.test_images(bench, 4, seed=0)
+    methods, metric_names = ["saliency", "input"], ["emd_score", "importance_mass_accuracy"]
+    runs = ["none-k0-s0", "none-k0-s1"]
+    here, maps_here = evaluate.explain_grid(root / "grid", runs, data_dir, images, methods, metric_names, workers=1,
+                                            maps_for="none-k0-s1", resolution=16, progress=False)
+    apart, maps_apart = evaluate.explain_grid(root / "grid", runs, data_dir, images, methods, metric_names,
+                                              workers=2, maps_for="none-k0-s1", resolution=16, progress=False)
+    assert list(here["run"].unique()) == runs and len(here) == 2 * 2 * len(images)
+    assert list(apart["run"]) == list(here["run"]) and list(apart["image"]) == list(here["image"])
+    # Threaded kernels may round differently; the input control map involves no model and is identical.
+    np.testing.assert_allclose(apart[metric_names].to_numpy(float), here[metric_names].to_numpy(float), atol=1e-5)
+    assert sorted(maps_here) == sorted(maps_apart) == sorted(methods)
+    np.testing.assert_allclose(maps_apart["saliency"], maps_here["saliency"], rtol=1e-4, atol=1e-7)
+    assert here.loc[here["method"] == "saliency", "correct"].tolist() == [image % 2 == 0 for image in images] * 2

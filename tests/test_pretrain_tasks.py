@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -74,3 +76,33 @@ def test_dense_pretraining_lowers_its_loss_and_leaves_a_transferable_backbone(sl
     state = net.state_dict()
     assert all(torch.equal(value, state[f"blocks.2.{key}"])
                for key, value in transferred.blocks[2].state_dict().items())
+
+
+def test_train_and_select_in_two_processes_matches_one_and_writes_every_task(slices, tmp_path):
+    from xaiutils import data, presets, task_selection
+
+    data_dir = data.make_benchmark(tmp_path / "dataset", "smoke", progress=False, n_subjects=3, slices_per_subject=2,
+                                   image_size=32, radius_range=(2.0, 3.0))
+    config = {**presets.resolve("pretrain", "smoke"), "image_size": 32, "width": 0.25, "epochs": 1,
+              "batch_size": 16, "selection_k": 2, "selection_seeds": [0, 1]}
+    finetune_config = {**presets.resolve("finetune", "smoke"), "width": 0.25, "epochs": 1, "batch_size": 16}
+    table = slices["metadata"]
+    train_rows, val_rows = (np.flatnonzero(table["split"] == name) for name in ("train", "val"))
+    tasks = ["tissue_segmentation", "level_band"]
+    task_data = {name: pretrain.task_arrays(name, slices, 5) for name in tasks}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))  # as in each of the two worker processes
+    try:
+        results = [task_selection.train_and_select(tasks, task_data, train_rows, val_rows, config, finetune_config,
+                                                   tmp_path / f"out{workers}", data_dir, "smoke", workers=workers,
+                                                   progress=False) for workers in (1, 2)]
+    finally:
+        torch.set_num_threads(threads)
+    (histories, metrics, rows), (histories2, metrics2, rows2) = results
+    assert [(row["task"], row["seed"]) for row in rows2] == [(task, seed) for task in tasks for seed in (0, 1)]
+    for name in tasks:
+        assert (tmp_path / "out2" / "tasks" / name / "model.pt").is_file()
+        assert metrics2[name]["value"] == metrics[name]["value"]
+        assert [epoch["val_loss"] for epoch in histories2[name]["epochs"]] == [
+            epoch["val_loss"] for epoch in histories[name]["epochs"]]
+    assert [row["val_accuracy"] for row in rows2] == [row["val_accuracy"] for row in rows]

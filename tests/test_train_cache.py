@@ -81,3 +81,18 @@ def test_recalibrated_batchnorm_holds_the_exact_statistics_of_the_images():
         first_conv = model.blocks[0][0][0]
         expected = first_conv(inputs).mean(dim=(0, 2, 3))
     torch.testing.assert_close(first_bn.running_mean, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_flip_cache_computes_each_drawn_version_once_and_returns_its_frozen_output():
+    images, _ = tiny_data(n=12)
+    model = models.build_model("mobilenet_v2", width=0.5, seed=0, dropout=0.0).freeze(2).eval()
+    x = train.as_tensor_images(images)
+    cache = train.FlipFeatureCache(model, x, batch_size=8, device=torch.device("cpu"))
+    index, variants = torch.tensor([0, 3, 5, 3]), torch.tensor([1, 2, 0, 2])  # (3, 2) twice
+    got = cache.get(variants, index)
+    assert int(cache.computed_.sum()) == 3  # three distinct versions drawn, none of the other 45
+    expected = train.frozen_features(model, train.flip_variants(x)[variants, index], 8, torch.device("cpu"))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    again = cache.get(torch.tensor([2]), torch.tensor([3]))  # already computed: read back, not recomputed
+    assert int(cache.computed_.sum()) == 3
+    torch.testing.assert_close(again[0], got[1])

@@ -8,13 +8,16 @@ a chosen selection of images (:func:`aggregate`).
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import explain, metrics, models
+from . import data, explain, metrics, models, runs
 
 SELECTIONS = ("correct", "correct_all", "all")
 LESION_COLUMNS = ("label", "class_name", "n_lesions", "lesion_area_px", "contrast", "solidity", "subject", "level")
@@ -43,7 +46,7 @@ def test_images(bench, n_images: int | None, seed: int = 0) -> np.ndarray:
 
 def explain_run(run_dir, bench, images: np.ndarray, methods, metric_names, resolution: int = 64,
                 batch_size: int = 32, seed: int = 0, n_jobs: int = -1, maps_out: dict | None = None,
-                n_images_costly: int | None = None) -> pd.DataFrame:
+                n_images_costly: int | None = None, progress: bool = True) -> pd.DataFrame:
     """Tidy scores of one run: every method (and baseline) on ``images`` (dataset indices), targets = true labels.
 
     Methods of cost class ``costly`` (LIME, KernelSHAP, Shapley sampling) run on the first ``n_images_costly``
@@ -58,7 +61,7 @@ def explain_run(run_dir, bench, images: np.ndarray, methods, metric_names, resol
     if np.isnan(correct.astype(float)).any():
         raise ValueError(f"run {run_dir} has no prediction for some of the requested images")
     frames = []
-    for method in tqdm(methods, desc=f"methods ({Path(run_dir).name})", leave=False):
+    for method in tqdm(methods, desc=f"methods ({Path(run_dir).name})", leave=False, disable=not progress):
         costly = explain.METHODS[explain.resolve_method(method)].cost == "costly"
         used = slice(0, n_images_costly) if costly and n_images_costly is not None else slice(None)
         x, targets, masks = bench.images[images[used]], bench.labels[images[used]], bench.masks[images[used]]
@@ -81,6 +84,67 @@ def explain_run(run_dir, bench, images: np.ndarray, methods, metric_names, resol
     table["run"] = Path(run_dir).name
     properties = bench.metadata.set_index("image").loc[table["image"], list(LESION_COLUMNS)].reset_index(drop=True)
     return pd.concat([table, properties], axis=1)
+
+
+_WORKER_BENCH = {}
+
+
+def _start_worker(data_dir: str, threads: int) -> None:
+    import torch  # torch reads OMP_NUM_THREADS at import; set_num_threads makes sure of it
+
+    torch.set_num_threads(threads)
+    _WORKER_BENCH["bench"] = data.load_benchmark(data_dir)
+
+
+def _explain_in_worker(run_dir, images, methods, metric_names, options, keep_maps):
+    maps = {} if keep_maps else None
+    table = explain_run(run_dir, _WORKER_BENCH["bench"], images, methods, metric_names, n_jobs=1, maps_out=maps,
+                        progress=False, **options)
+    return table, maps
+
+
+def explain_grid(grid_dir, run_names, data_dir, images: np.ndarray, methods, metric_names, workers: int = 1,
+                 maps_for: str | None = None, progress: bool = True, **options):
+    """Tidy scores of every run in ``run_names`` (folders of ``grid_dir``), in that order, and the maps of the run
+    ``maps_for`` (``{method: maps}``, or None).
+
+    ``workers`` runs are explained at once, each in its own process with ``cpu_count // workers`` threads and
+    serial scoring: at a small batch, two single-threaded processes get more out of 2 cores than one process with
+    two threads. ``workers=1`` runs here, scoring in parallel across cores. The scores do not depend on
+    ``workers``: every method is seeded by ``seed``, not by the order in which runs are done. ``options`` go to
+    :func:`explain_run` (``resolution``, ``seed``, ``n_images_costly``, ``batch_size``).
+    """
+    workers = runs.check_workers(workers)
+    grid_dir, run_names = Path(grid_dir), list(run_names)
+    tables, maps = {}, None
+    bar = tqdm(total=len(run_names), desc="runs explained", disable=not progress)
+    if workers == 1:
+        bench = data.load_benchmark(data_dir)
+        for name in run_names:
+            kept = {} if name == maps_for else None
+            tables[name] = explain_run(grid_dir / name, bench, images, methods, metric_names, maps_out=kept,
+                                       progress=progress, **options)
+            maps = kept if kept is not None else maps
+            bar.update()
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        # spawn, not fork: a forked child of a process that already runs torch's thread pool can deadlock.
+        with runs.kernel_threads(threads), ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                initargs=(str(data_dir), threads)) as pool:
+            futures = {pool.submit(_explain_in_worker, grid_dir / name, images, methods, metric_names, options,
+                                   name == maps_for): name for name in run_names}
+            try:
+                for future in as_completed(futures):
+                    tables[futures[future]], kept = future.result()
+                    maps = kept if kept is not None else maps
+                    bar.update()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    bar.close()
+    return pd.concat([tables[name] for name in run_names], ignore_index=True), maps
 
 
 def add_correct_for_all(table: pd.DataFrame) -> pd.DataFrame:

@@ -160,6 +160,34 @@ def frozen_features(model: nn.Module, x: torch.Tensor, batch_size: int, device) 
     return torch.cat(parts)
 
 
+class FlipFeatureCache:
+    """The frozen blocks' outputs for the four flipped versions of the training images, computed when a batch
+    first draws them.
+
+    Over e epochs an image is drawn in 1 − (3/4)^e of its four versions on average (68 % at 4 epochs), so the
+    versions never drawn are never computed. Each output is that of the whole image under its flip, whatever the
+    batch it was computed in (the frozen blocks run in eval mode).
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, batch_size: int, device):
+        self.model, self.x, self.batch_size, self.device = model, x, batch_size, device
+        with torch.no_grad():
+            shape = model.features(x[:1], stop=model.frozen_blocks).shape[1:]
+        self.features_ = torch.empty((4, len(x), *shape), device=device)
+        self.computed_ = torch.zeros((4, len(x)), dtype=torch.bool, device=device)
+
+    def get(self, variants: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Outputs for image ``index[i]`` under flip ``variants[i]`` (see :func:`flip_variants`)."""
+        missing = ~self.computed_[variants, index]
+        if missing.any():
+            new_variants, new_index = variants[missing], index[missing]
+            images = flip_variants(self.x[new_index])[new_variants, torch.arange(len(new_index))]
+            self.features_[new_variants, new_index] = frozen_features(self.model, images, self.batch_size,
+                                                                      self.device)
+            self.computed_[new_variants, new_index] = True
+        return self.features_[variants, index]
+
+
 def cache_bytes(model: nn.Module, x: torch.Tensor, n_variants: int) -> int:
     """Bytes that the frozen blocks' outputs for ``n_variants`` versions of every image of ``x`` would take."""
     with torch.no_grad():
@@ -177,12 +205,13 @@ def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float 
     initialisation is seeded where the model is built. ``lr_schedule`` is one of :data:`LR_SCHEDULES`.
 
     When the model's leading blocks are frozen (:meth:`LesionNet.freeze`), their outputs are computed once, for
-    the training images (all four flipped versions with ``augment="flips"``) and the validation images, and the
-    trainable rest is trained on them: the same model and the same draws, without recomputing frozen blocks in
-    every epoch. ``cache_frozen=None`` does so when the cache takes at most :data:`CACHE_MAX_BYTES`; ``False``
-    never. On the CPU the model runs in channels-last memory format while it trains (faster convolutions) and is
-    handed back in the default format. Returns the history: per-epoch losses and accuracies, the best epoch,
-    whether training stopped early, whether frozen outputs were cached, the device and the wall time.
+    the training images (with ``augment="flips"``, each flipped version the first time it is drawn:
+    :class:`FlipFeatureCache`) and the validation images, and the trainable rest is trained on them: the same
+    model and the same draws, without recomputing frozen blocks in every epoch. ``cache_frozen=None`` does so
+    when the cache takes at most :data:`CACHE_MAX_BYTES`; ``False`` never. On the CPU the model runs in
+    channels-last memory format while it trains (faster convolutions) and is handed back in the default format.
+    Returns the history: per-epoch losses and accuracies, the best epoch, whether training stopped early, whether
+    frozen outputs were cached, the device and the wall time.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -207,8 +236,10 @@ def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float 
     cache_frozen = bool(cache_frozen and start > 0)
     if cache_frozen:
         model.train()  # frozen blocks stay in eval mode (LesionNet.train)
-        variants = flip_variants(x_train) if augment == "flips" else x_train[None]
-        x_train = torch.stack([frozen_features(model, v, batch_size, device) for v in variants])
+        if augment == "flips":
+            flip_cache = FlipFeatureCache(model, x_train, batch_size, device)
+        else:
+            x_train = frozen_features(model, x_train, batch_size, device)[None]
         x_val = frozen_features(model, x_val, batch_size, device)
     optimiser = torch.optim.Adam(trainable, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = -(-len(y_train) // batch_size)
@@ -240,7 +271,7 @@ def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float 
             if not cache_frozen:
                 x = augment_batch(x_train[index], generator, augment)  # "none" draws nothing, returns the batch
             elif augment == "flips":
-                x = x_train[draw_flip_variants(len(index), generator).to(device), index]
+                x = flip_cache.get(draw_flip_variants(len(index), generator).to(device), index)
             else:
                 x = x_train[0, index]
             if channels_last and x.ndim == 4:

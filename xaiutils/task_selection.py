@@ -7,15 +7,13 @@ here or in ``workers`` processes at once; a transfer run starts as soon as its t
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from . import data, models, pretrain, runs, train
+from . import data, models, parallel, pretrain, runs, train
 
 
 def train_task(name: str, inputs: np.ndarray, targets: np.ndarray, train_rows, val_rows, config: dict,
@@ -76,12 +74,6 @@ def transfer_accuracy(checkpoint, data_dir, finetune_config: dict, k: int, seed:
     return {"seed": seed, "val_accuracy": val_accuracy, "seconds": history["seconds"]}
 
 
-def _set_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def train_and_select(tasks, task_data: dict, train_rows, val_rows, config: dict, finetune_config: dict, out_dir,
                      data_dir, preset: str, workers: int = 1, progress: bool = True):
     """Train every task of ``tasks`` (``task_data[name] = (inputs, targets)``) into ``out_dir/tasks/<name>``, then
@@ -112,14 +104,10 @@ def train_and_select(tasks, task_data: dict, train_rows, val_rows, config: dict,
                 transfers[key] = function(*args)
                 bar.update()
     else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        # spawn, not fork: a forked child of a process that already runs torch's thread pool can deadlock.
-        with runs.kernel_threads(threads), ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_set_threads,
-                initargs=(threads,)) as pool:
+        with parallel.process_pool(workers) as pool:
             pending = {pool.submit(train_task, name, *task_data[name], train_rows, val_rows, config,
                                    task_dirs[name], preset, False): ("train", name) for name in tasks}
-            try:
+            with parallel.cancel_on_error(pending):
                 while pending:
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
@@ -131,10 +119,6 @@ def train_and_select(tasks, task_data: dict, train_rows, val_rows, config: dict,
                         else:
                             transfers[key] = future.result()
                         bar.update()
-            except BaseException:
-                for future in pending:
-                    future.cancel()
-                raise
     bar.close()
     selection_rows = [{"task": name, **transfers[(name, seed)]} for name in tasks for seed in seeds]
     return histories, task_metrics, selection_rows

@@ -76,6 +76,9 @@ seed = None
 # Runs explained at once, each in its own process with cpu_count // workers threads (None: preset). The scores do
 # not depend on it.
 workers = None
+# A Dask cluster to explain and score on: a scheduler address (tcp://host:8786) or a cluster spec YAML such as
+# examples/slurm-cpu.yaml (None: this machine, as set by workers). Scores as here with one thread per run.
+cluster = None
 # Inputs: the dataset of notebook 1 and the grid folder of notebook 3 (None: the preset's run folders).
 data_dir = None
 grid_dir = None
@@ -116,7 +119,7 @@ images = evaluate.test_images(bench, config["n_test_images"], seed=config["seed"
 best_run = accuracy.sort_values("test_accuracy", ascending=False)["run"].iloc[0]
 scores, best_run_maps = evaluate.explain_grid(
     grid_dir, accuracy["run"], data_dir, images, config["methods"], config["metrics"], workers=config["workers"],
-    maps_for=best_run, resolution=config["resolution"], seed=config["seed"],
+    maps_for=best_run, resolution=config["resolution"], seed=config["seed"], cluster=cluster,
     n_images_costly=config["n_images_costly"],
 )
 scores = evaluate.add_correct_for_all(scores)

@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="run folder (default: runs/<preset>/<notebook>)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     run.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: python3)")
+    run.add_argument("--cluster", default=None, metavar="SPEC",
+                     help="Dask scheduler address or cluster spec YAML, handed to the notebook's 'cluster' parameter "
+                          "(notebook 4 scores on it)")
 
     grid = commands.add_parser("grid", help="run the fine-tuning grid (source × k × seed) through notebook 3")
     grid.add_argument("--preset", default="smoke", choices=preset_names())
@@ -41,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--out", default=None, help="grid folder (default: runs/<preset>/03_finetune/grid)")
     grid.add_argument("--workers", type=int, default=None,
                       help="cells trained at once, each with cpu_count/workers threads (default: the preset's)")
+    grid.add_argument("--cluster", default=None, metavar="SPEC",
+                      help="run each cell as a task on a Dask cluster: a scheduler address (tcp://host:8786) or a "
+                           "cluster spec YAML (e.g. examples/slurm.yaml); --workers is then ignored")
 
     commands.add_parser("setup-weights", help="place torchvision's MobileNetV2 ImageNet file in the torch hub cache")
 
@@ -104,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
             for reserved in ("preset", "out_dir"):
                 if reserved in parameters:
                     raise ValueError(f"set {reserved} with --{reserved.split('_')[0]}, not -p")
+            if args.cluster is not None:
+                from .cluster import as_spec
+
+                as_spec(args.cluster)  # a bad spec file is refused before the notebook starts
+                parameters["cluster"] = args.cluster
             out = run_notebook(
                 args.notebook,
                 out_dir=args.out,
@@ -121,8 +132,13 @@ def main(argv: list[str] | None = None) -> int:
 
         def grid() -> int:
             spec = read_grid_file(args.grid_file) if args.grid_file else None
+            cluster = None
+            if args.cluster is not None:
+                from .cluster import as_spec
+
+                cluster = as_spec(args.cluster)  # checked before any cell starts
             table = run_grid(args.preset, out_dir=args.out, spec=spec, parameters=_parameters(args.parameter),
-                             workers=args.workers)
+                             workers=args.workers, cluster=cluster)
             print(table.to_string(index=False))
             return 0
 

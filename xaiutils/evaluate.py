@@ -46,14 +46,15 @@ def test_images(bench, n_images: int | None, seed: int = 0) -> np.ndarray:
 
 def explain_run(run_dir, bench, images: np.ndarray, methods, metric_names, resolution: int = 64,
                 batch_size: int = 32, seed: int = 0, n_jobs: int = -1, maps_out: dict | None = None,
-                n_images_costly: int | None = None, progress: bool = True) -> pd.DataFrame:
+                n_images_costly: int | None = None, progress: bool = True, cluster=None) -> pd.DataFrame:
     """Tidy scores of one run: every method (and baseline) on ``images`` (dataset indices), targets = true labels.
 
     Methods of cost class ``costly`` (LIME, KernelSHAP, Shapley sampling) run on the first ``n_images_costly``
     images only, when that is set: at 224² they take seconds per image.
 
     A method that does not apply to the backbone gives rows with NaN scores and the reason. ``maps_out``, when
-    given, receives ``{method: maps}`` for figures.
+    given, receives ``{method: maps}`` for figures. ``cluster``: the maps are scored on that Dask cluster
+    (:func:`xaiutils.metrics.score_maps`), the same scores.
     """
     model, sidecar, predictions = load_run(run_dir)
     config = sidecar["config"]
@@ -67,7 +68,8 @@ def explain_run(run_dir, bench, images: np.ndarray, methods, metric_names, resol
         x, targets, masks = bench.images[images[used]], bench.labels[images[used]], bench.masks[images[used]]
         try:
             maps = explain.attribute(model, x, targets, method, batch_size=batch_size, seed=seed)
-            scores = metrics.score_maps(maps, masks, metrics=metric_names, resolution=resolution, n_jobs=n_jobs)
+            scores = metrics.score_maps(maps, masks, metrics=metric_names, resolution=resolution, n_jobs=n_jobs,
+                                        cluster=cluster)
             if maps_out is not None:
                 maps_out[method] = maps
         except explain.NotApplicable as reason:
@@ -104,7 +106,7 @@ def _explain_in_worker(run_dir, images, methods, metric_names, options, keep_map
 
 
 def explain_grid(grid_dir, run_names, data_dir, images: np.ndarray, methods, metric_names, workers: int = 1,
-                 maps_for: str | None = None, progress: bool = True, **options):
+                 maps_for: str | None = None, progress: bool = True, cluster=None, **options):
     """Tidy scores of every run in ``run_names`` (folders of ``grid_dir``), in that order, and the maps of the run
     ``maps_for`` (``{method: maps}``, or None).
 
@@ -113,12 +115,21 @@ def explain_grid(grid_dir, run_names, data_dir, images: np.ndarray, methods, met
     two threads. ``workers=1`` runs here, scoring in parallel across cores. The scores do not depend on
     ``workers``: every method is seeded by ``seed``, not by the order in which runs are done. ``options`` go to
     :func:`explain_run` (``resolution``, ``seed``, ``n_images_costly``, ``batch_size``).
+
+    ``cluster`` (a scheduler address, a cluster spec file, or a Dask client or cluster; :mod:`xaiutils.cluster`):
+    each run is one Dask task instead (asking for the spec's ``task_resources``), whose maps are scored by tasks
+    spread over the whole cluster; ``workers`` is then ignored.
     """
     workers = runs.check_workers(workers)
     grid_dir, run_names = Path(grid_dir), list(run_names)
     tables, maps = {}, None
     bar = tqdm(total=len(run_names), desc="runs explained", disable=not progress)
-    if workers == 1:
+    if cluster is not None:
+        from .cluster import explain_runs
+
+        tables, maps = explain_runs(cluster, grid_dir, run_names, data_dir, images, methods, metric_names, maps_for,
+                                    options, bar)
+    elif workers == 1:
         bench = data.load_benchmark(data_dir)
         for name in run_names:
             kept = {} if name == maps_for else None

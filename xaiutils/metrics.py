@@ -265,7 +265,7 @@ def _cost_estimate(attribution, lesion_mask) -> float:
 
 def score_maps(maps, masks, metrics=DEFAULT_METRICS, resolution: int | None = DEFAULT_RESOLUTION,
                n_jobs: int | None = -1, num_iter_max: int = DEFAULT_NUM_ITER_MAX,
-               progress: bool = False) -> pd.DataFrame:
+               progress: bool = False, cluster=None) -> pd.DataFrame:
     """Score a batch: one row per image (index = image position), a column per metric, and ``reason``.
 
     ``reason`` is ``""`` for a fully scored image; otherwise it says why values are NaN (a map-level problem
@@ -273,6 +273,9 @@ def score_maps(maps, masks, metrics=DEFAULT_METRICS, resolution: int | None = DE
     ``resolution`` applies to the EMD metrics only (the exact solve is what is expensive); the others score the
     native grid. ``n_jobs``: processes for the batch (joblib; -1 = all cores, 1 = serial in this process). Exact EMD
     dominates the cost, about 0.1–1 s per 64² map, so a batch is spread over cores with one BLAS thread each.
+    ``cluster`` (a Dask client, scheduler address or cluster spec file; :mod:`xaiutils.cluster`): the batch is
+    spread over the cluster's workers instead, through joblib's ``dask`` backend (``n_jobs`` is then ignored); the
+    scores are the same.
     """
     from joblib import Parallel, cpu_count, delayed
     from tqdm import tqdm
@@ -284,7 +287,20 @@ def score_maps(maps, masks, metrics=DEFAULT_METRICS, resolution: int | None = DE
         raise ValueError(f"n_jobs must be -1 (all cores), None or a positive integer, got {n_jobs}")
     workers = min(workers, len(items))
     bar = tqdm(total=len(items), desc="scoring", disable=not progress)
-    if workers <= 1:
+    if cluster is not None and items:
+        from joblib import parallel_config
+
+        from .cluster import connect
+
+        tasks = (delayed(_score_item)(attribution, lesion_mask, metrics, resolution, num_iter_max, True)
+                 for attribution, lesion_mask in zip(items, mask_items, strict=True))
+        rows = []
+        with connect(cluster, announce=False) as client, parallel_config(
+                backend="dask", client=client, wait_for_workers_timeout=600):
+            for row in Parallel(n_jobs=-1, return_as="generator")(tasks):
+                rows.append(row)
+                bar.update()
+    elif workers <= 1:
         rows = []
         for attribution, lesion_mask in zip(items, mask_items, strict=True):
             rows.append(_score_item(attribution, lesion_mask, metrics, resolution, num_iter_max, False))

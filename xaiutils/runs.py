@@ -781,6 +781,23 @@ def kernel_threads(threads: int) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def run_grid_cell(folder: Path, cell_parameters: dict[str, Any], inputs: Mapping[str, Any], preset: str,
+                  prepare, wait: float | None) -> bool:
+    """Run one grid cell into ``folder`` under its lock, unless it is finished; whether it ran.
+
+    ``prepare(cell_parameters)`` gives ``(path, notebook)``. Raises :class:`FolderBusy` when another live process
+    holds the lock beyond ``wait`` seconds."""
+    with folder_lock(folder, wait=wait):
+        if is_finished(folder, cell_parameters, inputs):
+            return False
+        path, nb = prepare(cell_parameters)
+        remove_leftovers(folder)
+        _execute(path, nb, folder, preset, cell_parameters, "python3", True, False, None)
+        # Written after the folder is in place: a crash in between leaves the cell unfinished, so it runs again.
+        write_atomic(folder / INPUTS_FILE, json.dumps(inputs, indent=2) + "\n")
+        return True
+
+
 def run_grid(
     preset: str = "smoke",
     out_dir: str | os.PathLike | None = None,
@@ -790,6 +807,8 @@ def run_grid(
     progress: bool = True,
     check_inputs: bool = True,
     workers: int | None = None,
+    cluster=None,
+    resources: Mapping[str, float] | None = None,
 ):
     """Run every grid cell that is not finished yet, then collect ``accuracy.csv``; return that table.
 
@@ -813,6 +832,12 @@ def run_grid(
     trained side by side with one thread each get more done than one at a time with two threads (whose threads
     wait on each other at every layer); the per-cell locks keep the workers, and other processes, apart.
     Results do not depend on ``workers``: every cell is seeded by its own parameters.
+
+    ``cluster`` (a scheduler address, a cluster spec file, or a Dask client or cluster; see
+    :mod:`xaiutils.cluster`): each cell that is not finished is one Dask task instead, asking for ``resources``
+    (default: the spec's ``task_resources``, e.g. ``{"GPU": 1}``); ``workers`` is then ignored. The task takes the
+    cell's lock in the worker that runs it, so the contract above holds on a cluster too (see
+    :func:`xaiutils.cluster.run_cells`).
     """
     import pandas as pd
     from tqdm import tqdm
@@ -836,23 +861,24 @@ def run_grid(
     prepared = []  # the notebook, read and its parameters checked once, before the first cell that must run
     preparing = threading.Lock()
 
+    def prepare(cell_parameters):
+        with preparing:
+            if not prepared:
+                prepared.extend(_prepare_notebook(notebook, preset, cell_parameters, label=" of the grid"))
+        return prepared[0], prepared[1]
+
     def run_cell(cell, wait) -> None:
         cell_parameters = {**parameters, **cell, "grid": False}
-        folder = out_dir / cell_name(cell)
-        with folder_lock(folder, wait=wait):
-            if is_finished(folder, cell_parameters, inputs):
-                return
-            with preparing:
-                if not prepared:
-                    prepared.extend(_prepare_notebook(notebook, preset, cell_parameters, label=" of the grid"))
-            remove_leftovers(folder)
-            _execute(prepared[0], prepared[1], folder, preset, cell_parameters, "python3", True, False, None)
-            # Written after the folder is in place: a crash in between leaves the cell unfinished, so it runs again.
-            write_atomic(folder / INPUTS_FILE, json.dumps(inputs, indent=2) + "\n")
+        if run_grid_cell(out_dir / cell_name(cell), cell_parameters, inputs, preset, prepare, wait):
             executed.append(cell_name(cell))
 
     busy = []
-    if workers == 1:
+    if cluster is not None:
+        from .cluster import run_cells
+
+        executed += run_cells(cluster, out_dir, [{**parameters, **cell, "grid": False} for cell in cells], inputs,
+                              preset, prepare, resources=resources, progress=progress)
+    elif workers == 1:
         for cell in tqdm(cells, desc="grid", disable=not progress):
             try:
                 run_cell(cell, wait=0)

@@ -569,6 +569,11 @@ def attribute(model: nn.Module | None, images, targets, method: str, batch_size:
         replace_relus(work)
     was_training = work.training
     work.eval()
+    # On the CPU, convolutions run faster in channels-last memory format (one book run, 13 methods on 8 images, one
+    # thread: 29 s against 38.5 s; the maps differ by rounding only). The model is handed back in the default format.
+    channels_last = device.type == "cpu"
+    if channels_last:
+        work.to(memory_format=torch.channels_last)
     try:
         with torch.no_grad():
             outputs = work(images[:1].to(device))
@@ -588,6 +593,8 @@ def attribute(model: nn.Module | None, images, targets, method: str, batch_size:
     finally:
         if work is model:
             model.train(was_training)
+            if channels_last:
+                model.to(memory_format=torch.contiguous_format)
     return np.concatenate(maps)
 
 

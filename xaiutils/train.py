@@ -81,12 +81,19 @@ def predict_proba(model: nn.Module, images, batch_size: int = 64, device=None) -
     """Class probabilities (N×C) in eval mode."""
     device = select_device(device)
     model = model.to(device).eval()
+    channels_last = device.type == "cpu"  # about twice as fast on the CPU; handed back in the default format
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     x = as_tensor_images(images)
     out = []
-    for index in batches(len(x), batch_size):
-        with autocast(device):
-            logits = model(x[index].to(device))
-        out.append(torch.softmax(logits.float(), dim=1).cpu())
+    try:
+        for index in batches(len(x), batch_size):
+            with autocast(device):
+                logits = model(x[index].to(device))
+            out.append(torch.softmax(logits.float(), dim=1).cpu())
+    finally:
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
     return torch.cat(out).numpy() if out else np.zeros((0, getattr(model, "n_classes", 2)), dtype=np.float32)
 
 

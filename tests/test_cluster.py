@@ -314,7 +314,7 @@ def test_an_unknown_option_names_the_valid_ones(tmp_path):
         cluster.read_cluster_spec(path)
 
 
-def test_bad_cluster_arguments_are_refused_before_anything_starts(tmp_path):
+def test_bad_cluster_arguments_are_refused_before_anything_starts(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="cluster spec .*missing.yaml does not exist"):
         cluster.as_spec(tmp_path / "missing.yaml")
     with pytest.raises(ValueError, match="'gpu-nodes' is neither a cluster spec file .* nor a scheduler address"):
@@ -324,6 +324,12 @@ def test_bad_cluster_arguments_are_refused_before_anything_starts(tmp_path):
     from xaiutils.__main__ import main
 
     assert main(["grid", "--cluster", str(write_spec(tmp_path, "type: lsf\n"))]) == 2
+    # the runner hands --cluster to the notebook's 'cluster' parameter, which only some notebooks have
+    assert main(["run", "00_overview", "--cluster", "tcp://10.0.0.1:8786", "--out", str(tmp_path / "o")]) == 2
+    error = capsys.readouterr().err
+    assert "unknown cluster type 'lsf'; valid types: local, slurm, pbs, scheduler" in error
+    assert "unknown parameter(s) 'cluster' for notebook 00_overview; valid parameters: preset" in error
+    assert not (tmp_path / "o").exists()
 
 
 def test_the_committed_slurm_example_gives_a_gpu_job_script():

@@ -289,6 +289,18 @@ def _cell_task(folder: str, cell_parameters: dict, inputs: dict, preset: str, pa
     return ("ran" if ran else "skipped"), os.getpid()
 
 
+def _cell_result(future, name: str) -> str:
+    """The outcome of a cell's task; a cell whose workers died every time it ran is named in the error."""
+    from distributed import KilledWorker
+
+    try:
+        return future.result()[0]
+    except KilledWorker as error:
+        raise RuntimeError(f"grid cell {name} ran on workers that died each time (Dask stops after "
+                           f"distributed.scheduler.allowed-failures attempts); its run folder was not written: look "
+                           f"in the workers' logs for the cause (out of memory, walltime, a crash)") from error
+
+
 def run_cells(cluster: Any, out_dir: Path, cells: list[dict], inputs: Mapping[str, Any], preset: str, prepare,
               resources: Mapping[str, float] | None = None, progress: bool = True) -> list[str]:
     """Run the grid cells ``cells`` (each a cell's full parameters) as Dask tasks, one per cell; the names of the
@@ -333,7 +345,7 @@ def run_cells(cluster: Any, out_dir: Path, cells: list[dict], inputs: Mapping[st
         bar = tqdm(total=len(todo), desc="grid (dask)", disable=not progress)
         with _cancel_on_error(client, futures):
             for future in as_completed(list(futures)):
-                outcome, _ = future.result()
+                outcome = _cell_result(future, futures[future][0])
                 if outcome == "busy":
                     busy.append(futures[future])
                     continue
@@ -345,7 +357,7 @@ def run_cells(cluster: Any, out_dir: Path, cells: list[dict], inputs: Mapping[st
             waiting = {submit(name, cell, None): (name, cell) for name, cell in busy}
             futures.update(waiting)
             for future in as_completed(list(waiting)):
-                outcome, _ = future.result()
+                outcome = _cell_result(future, waiting[future][0])
                 executed += [waiting[future][0]] if outcome == "ran" else []
                 bar.update()
         bar.close()

@@ -4,7 +4,8 @@ The notebooks in ``notebooks/`` hold the narrative, the parameters and the figur
 logic they share, so that tests can reach it. Modules are small and flat:
 
 - ``presets``: the ``smoke`` and ``study`` parameter sets and how overrides combine with them;
-- ``runs``: run folders and the papermill runner behind ``python -m xaiutils run``;
+- ``runs``: run folders and the papermill runner behind ``python -m xaiutils run``; ``cluster``: a Dask cluster
+  (scheduler address or spec file, SLURM and PBS through dask-jobqueue) for the grid's cells and the scoring;
 - ``weights``: placing pre-trained weight files in the torch hub cache;
 - ``data``: MRI volumes, slices, pseudo-subjects, dataset I/O and cards; ``lesions``: the lesion generators;
   ``fetch``: the IXI download;

@@ -4,6 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: book test lint install clean help browser check-book
 
@@ -25,10 +26,16 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
+# Test-only packages (Quantus, for tests/test_quantus_metric.py), exact pins, installed with --no-deps so that no pin
+# of requirements.txt can move: requirements-test.txt lists every package they need that the book does not have.
+$(TEST_STAMP): $(STAMP) requirements-test.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-test.txt
+	touch $(TEST_STAMP)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) lint browser
+test: $(STAMP) $(TEST_STAMP) lint browser
 	$(PY) -m pytest
 
 # --all: every page is read and so every notebook executed again, even when only xaiutils changed.

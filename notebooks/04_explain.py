@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from xaiutils import data, evaluate, explain, metrics, presets, runs
+from xaiutils import data, difficulty, evaluate, explain, leaderboard, metrics, plugins, presets, runs, sanity
 from xaiutils.book import glue
 
 # %% tags=["parameters"]
@@ -59,6 +59,10 @@ from xaiutils.book import glue
 preset = "book"
 # Methods and baselines to run, e.g. ["saliency", "occlusion", "sobel"] (None: preset list).
 methods = None
+# Your own explanation methods, scored beside them: a list of "package.module:function" or "path/to/file.py:function"
+# (optionally "NAME=SPEC"), or of mappings {spec: ..., name: ..., settings: {...}} (None: none). The contract is
+# method(model, images, target, **settings) -> maps; see the README.
+user_methods = None
 # Metrics to compute (None: preset list; valid: emd_score, importance_mass_accuracy, topk_precision,
 # relevance_rank_accuracy, pointing_game, roc_auc).
 metric_names = None
@@ -117,12 +121,19 @@ accuracy = pd.read_csv(grid_dir / "accuracy.csv")
 images = evaluate.test_images(bench, config["n_test_images"], seed=config["seed"])
 # The gallery below shows the maps of the most accurate run; only its maps are kept.
 best_run = accuracy.sort_values("test_accuracy", ascending=False)["run"].iloc[0]
+# Your own methods are called once on two images of that run, and refused with the reason, before any scoring.
+user_entries = plugins.parse_entries(user_methods)
+all_methods = [*config["methods"], *(entry["name"] for entry in user_entries)]
+best_model, _, _ = evaluate.load_run(grid_dir / best_run)
+plugins.validate(user_entries, best_model, bench.images[images[:2]], bench.labels[images[:2]], seed=config["seed"])
 scores, best_run_maps = evaluate.explain_grid(
     grid_dir, accuracy["run"], data_dir, images, config["methods"], config["metrics"], workers=config["workers"],
     maps_for=best_run, resolution=config["resolution"], seed=config["seed"], cluster=cluster,
-    n_images_costly=config["n_images_costly"],
+    n_images_costly=config["n_images_costly"], user_methods=user_entries,
 )
 scores = evaluate.add_correct_for_all(scores)
+# The distance from the lesions to the brain's edge, from the masks (xaiutils.difficulty), for the difficulty analysis.
+scores = difficulty.add_edge_distance(scores, bench)
 scores.to_csv(out_dir / "scores.csv", index=False)
 not_applicable = scores[scores["reason"].str.startswith("not applicable")].groupby("method")["reason"].first()
 print(f"{len(scores)} rows: {scores['run'].nunique()} runs × {scores['method'].nunique()} methods × "
@@ -157,7 +168,7 @@ pivot.round(3)
 
 # %%
 run_scores = scores[(scores["run"] == best_run) & (scores["reason"] == "")]
-shown_methods = [m for m in config["methods"] if m in best_run_maps and (run_scores["method"] == m).any()]
+shown_methods = [m for m in all_methods if m in best_run_maps and (run_scores["method"] == m).any()]
 # Methods in rows of at most six: each row of methods takes two figure rows, best image above worst.
 n_columns = min(6, len(shown_methods))
 n_groups = -(-len(shown_methods) // n_columns)
@@ -222,6 +233,162 @@ summary = {"n_rows": len(scores), "resolution": config["resolution"], "selection
 runs.write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 # %% [markdown]
+# ## Sanity check: do the maps depend on the model?
+#
+# Cascading model randomisation {cite:p}`adebayo2018sanity`: in the most accurate run, the classification head is
+# re-initialised, then the blocks from the last one backwards (seeded), and after each stage every method explains the
+# same test images again. Spearman's rank correlation ρ between each map and the trained model's map measures how
+# much the map changed. A method whose maps keep ρ ≥ the preset's threshold after the last stage is **flagged**: its
+# maps do not depend on the weights they should explain. The control maps are model-free, so they are flagged by
+# construction, and show where ρ = 1 lies. The preset sets the images and stages (the `book` preset checks a few
+# images and the top stages only; `study` runs the full cascade).
+
+# %%
+checked = images[: config["sanity_images"]]
+# The trained model's maps of these images were computed above (the gallery's maps): the cascade starts from them.
+cascade = sanity.model_randomisation(best_model, bench.images[checked], bench.labels[checked], all_methods,
+                                     n_stages=config["sanity_stages"], seed=config["seed"],
+                                     user_methods=user_entries,
+                                     original_maps={method: maps[: len(checked)]
+                                                    for method, maps in best_run_maps.items()})
+cascade.assign(run=best_run).to_csv(out_dir / "sanity.csv", index=False)
+sanity_summary = sanity.summarise(cascade, threshold=config["sanity_threshold"], n_boot=config["n_boot"],
+                                  seed=config["seed"])
+fig, ax = plt.subplots(figsize=(8, 4.2))
+stage_means = cascade.groupby(["method", "stage"])["spearman"].mean().unstack("stage")
+layers = cascade.drop_duplicates("stage").set_index("stage")["layer"]
+for method, row in stage_means.iterrows():
+    control = method in explain.BASELINES
+    ax.plot(row.index, row.to_numpy(), marker="o", color="lightgrey" if control else None,
+            ls="--" if control else "-", label=method, zorder=1 if control else 2)
+ax.axhline(config["sanity_threshold"], color="black", lw=0.8, ls=":", label="flag threshold")
+ax.set_xticks(list(layers.index), [f"{number}: {layer}" for number, layer in layers.items()])
+ax.set(xlabel="cascade stage: layers re-initialised from the top down, cumulatively", ylim=(-1.05, 1.05),
+       ylabel="Spearman ρ with the trained model's map\n(mean over images)",
+       title=f"Model randomisation, run {best_run} ({len(checked)} images; grey dashed: control maps)")
+ax.legend(fontsize=7, ncol=2, bbox_to_anchor=(1.02, 1), loc="upper left")
+fig.tight_layout()
+fig.savefig(out_dir / "sanity.png", dpi=110)
+sanity_summary.set_index("method").round(3)
+
+# %% [markdown]
+# ## Leaderboard
+#
+# One row per method, registered and your own methods alike, the control maps included: the mean of each metric over
+# the correctly classified images of every run with its 95 % bootstrap interval; the rank by the first metric with
+# its 95 % interval (images resampled, the same for every method); the skill over the best control map (mean
+# difference paired by run, 95 % interval over runs); and the sanity check above. `leaderboard.csv` in the run
+# folder holds every column; `python -m xaiutils evaluate --method package.module:function` rebuilds it with your
+# method, without editing the repository.
+
+# %%
+board = leaderboard.build(scores, config["metrics"], config["selection"], sanity=sanity_summary,
+                          user_names=[entry["name"] for entry in user_entries], n_boot=config["n_boot"],
+                          seed=config["seed"])
+board.to_csv(out_dir / "leaderboard.csv", index=False)
+kind_colours = {"registered": "tab:blue", "user": "tab:orange", "control": "lightgrey"}
+fig, axes = plt.subplots(1, 2, figsize=(12, 0.38 * len(board) + 1.6), sharey=True)
+positions = np.arange(len(board))[::-1]
+colours = board["kind"].map(kind_colours).to_numpy()
+flagged = board["sanity"].eq("flagged").to_numpy()
+for ax, (column, label) in zip(axes, ((main_metric, f"mean {main_metric} (95 % CI)"),
+                                      ("skill", f"{main_metric} minus the best control map (95 % CI over runs)")),
+                               strict=True):
+    low, high = board[f"{column}_ci_low"], board[f"{column}_ci_high"]
+    ax.errorbar(board[column], positions, xerr=[board[column] - low, high - board[column]], fmt="none",
+                ecolor="black", capsize=3)
+    ax.scatter(board[column][~flagged], positions[~flagged], c=colours[~flagged], edgecolors="black", zorder=3)
+    ax.scatter(board[column][flagged], positions[flagged], facecolors="white", edgecolors=colours[flagged],
+               linewidths=2, zorder=3)
+    ax.set_xlabel(label)
+axes[1].axvline(0, color="black", lw=0.8)
+axes[0].set_yticks(positions, [f"{row.method} (no score)" if np.isnan(row.rank) else
+                               f"{row.method} (rank {row.rank:.0f}, {row.rank_low:.0f}–{row.rank_high:.0f})"
+                               for row in board.itertuples()])
+for kind, colour in kind_colours.items():
+    axes[0].scatter([], [], c=colour, edgecolors="black", label=kind)
+axes[0].scatter([], [], facecolors="white", edgecolors="black", linewidths=2, label="flagged by the sanity check")
+axes[0].legend(fontsize=8, loc="lower right")
+fig.suptitle("Leaderboard (rank with its 95 % interval; hollow: maps that do not depend on the model)")
+fig.tight_layout()
+fig.savefig(out_dir / "leaderboard.png", dpi=110)
+shown = ["method", "kind", "rank", "rank_low", "rank_high", *config["metrics"], "skill", "skill_ci_low",
+         "skill_ci_high", "sanity", "sanity_rho"]
+board[shown].set_index("method").round(3)
+
+# %% [markdown]
+# ## Do the metrics agree on the ranking?
+#
+# Kendall's τ between the rankings of the methods (by mean score) under each pair of metrics: 1 = the same order,
+# −1 = the reverse, 0 = unrelated. The 95 % intervals resample the (run, image) rows, the same rows for every method
+# and metric. Methods that some metric cannot score are left out of every pair.
+
+# %%
+agreement = leaderboard.metric_agreement(scores, config["metrics"], config["selection"], n_boot=config["n_boot"],
+                                         seed=config["seed"])
+agreement.to_csv(out_dir / "metric_agreement.csv", index=False)
+matrix = leaderboard.agreement_matrix(agreement)
+fig, ax = plt.subplots(figsize=(6.2, 5))
+heat = ax.imshow(matrix.to_numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+for (row, column), value in np.ndenumerate(matrix.to_numpy()):
+    ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8)
+ax.set_xticks(range(len(matrix)), matrix.columns, rotation=45, ha="right")
+ax.set_yticks(range(len(matrix)), matrix.index)
+fig.colorbar(heat, ax=ax, label="Kendall's τ between the method rankings")
+ax.set_title(f"Metric agreement ({agreement['n_methods'].iloc[0]} methods)")
+fig.tight_layout()
+fig.savefig(out_dir / "metric_agreement.png", dpi=110)
+agreement.round(3)
+
+# %% [markdown]
+# ## Difficulty: which lesions are hard to explain?
+#
+# Spearman's ρ between each method's score (first metric, correctly classified images of every run) and the
+# properties of the image's lesions: total area, contrast, number, distance to the brain's edge (the smallest distance
+# from a lesion pixel to a pixel outside the brain, from the masks), and solidity. Positive ρ: the method scores
+# better on images with more of that property. A property that does not vary in this build (the `book` preset draws
+# two lesions per image) has no correlation, and the table says so.
+
+# %%
+hardness = difficulty.property_correlations(scores, main_metric, config["selection"], n_boot=config["n_boot"],
+                                            seed=config["seed"])
+hardness.to_csv(out_dir / "difficulty.csv", index=False)
+property_grid = hardness.pivot(index="method", columns="property", values="rho").reindex(
+    index=board["method"], columns=list(difficulty.PROPERTIES))
+fig, ax = plt.subplots(figsize=(7.5, 0.38 * len(property_grid) + 1.8))
+heat = ax.imshow(np.ma.masked_invalid(property_grid.to_numpy()), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+ax.set_facecolor("whitesmoke")
+for (row, column), value in np.ndenumerate(property_grid.to_numpy()):
+    ax.text(column, row, "—" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8)
+ax.set_xticks(range(property_grid.shape[1]), [name.replace("_", " ") for name in property_grid.columns], rotation=30,
+              ha="right")
+ax.set_yticks(range(property_grid.shape[0]), property_grid.index)
+fig.colorbar(heat, ax=ax, label=f"Spearman ρ of {main_metric} with the property")
+ax.set_title("Difficulty: score against lesion properties (—: the property does not vary)")
+fig.tight_layout()
+fig.savefig(out_dir / "difficulty.png", dpi=110)
+with pd.option_context("display.max_colwidth", None):
+    display(hardness[hardness["note"] != ""].drop_duplicates("note")[["property", "note"]])
+
+# %%
+methods_board = board[board["kind"] != "control"]
+glue("leader_method", board["method"].iloc[0])
+glue("leader_kind", {"control": "a control map", "user": "a user's method"}.get(board["kind"].iloc[0],
+                                                                              "a registered method"))
+glue("n_sanity_passed", int(methods_board["sanity"].eq("passed").sum()))
+glue("n_sanity_flagged", int(methods_board["sanity"].eq("flagged").sum()))
+glue("n_sanity_methods", len(methods_board))
+glue("sanity_threshold", config["sanity_threshold"])
+glue("sanity_stages", config["sanity_stages"])
+glue("sanity_images", len(checked))
+glue("median_metric_tau", agreement["tau"].median())
+glue("min_metric_tau", agreement["tau"].min())
+area = hardness[hardness["property"] == "lesion_area_px"]["rho"]
+edge = hardness[hardness["property"] == "edge_distance_px"]["rho"]
+glue("median_rho_area", area.median())
+glue("median_rho_edge", edge.median())
+
+# %% [markdown]
 # ## Summary
 #
 # - Every run of the grid was explained with the preset's methods and baselines on the same test images; the
@@ -237,5 +404,14 @@ runs.write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n"
 #   {glue:text}`n_methods_above_baselines` of {glue:text}`n_methods_scored` methods beat every baseline.
 # - A method is only informative where it beats the model-free baselines; notebook 5 gives each method's skill
 #   over the best baseline with an interval over runs.
+# - The leaderboard (`leaderboard.csv`) ranks every method and control map; its top is {glue:text}`leader_method`,
+#   {glue:text}`leader_kind`. In the sanity check ({glue:text}`sanity_stages` stages on {glue:text}`sanity_images`
+#   images of the most accurate run), {glue:text}`n_sanity_passed` of {glue:text}`n_sanity_methods` methods changed
+#   their maps when the weights were destroyed, and {glue:text}`n_sanity_flagged` kept a mean ρ of at least
+#   {glue:text}`sanity_threshold` (flagged).
+# - The metrics' rankings of the methods agree with a median Kendall's τ of {glue:text}`median_metric_tau:.2f` over
+#   the metric pairs (lowest {glue:text}`min_metric_tau:.2f`). Across methods, the median correlation of the score
+#   with the lesion area is {glue:text}`median_rho_area:.2f`, and with the lesions' distance to the brain's edge
+#   {glue:text}`median_rho_edge:.2f`.
 #
 # **Next:** notebook 5 relates explanation performance to the pre-training source and k, correcting for accuracy.

@@ -1,6 +1,7 @@
 """Command line: ``python -m xaiutils run NOTEBOOK --preset smoke -p NAME VALUE ... --out RUN_DIR``.
 
-Also ``grid``, ``setup-weights`` and ``check-book [HTML_DIR] [--screenshots DIR]``.
+Also ``grid``, ``evaluate --method package.module:function`` (your own explanation method on the trained grid,
+with a leaderboard), ``setup-weights`` and ``check-book [HTML_DIR] [--screenshots DIR]``.
 """
 
 from __future__ import annotations
@@ -50,12 +51,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("setup-weights", help="place torchvision's MobileNetV2 ImageNet file in the torch hub cache")
 
+    scoring = commands.add_parser(
+        "evaluate", help="score your own explanation method(s) on the trained grid, beside the registry's methods and "
+                         "the control maps; writes scores.csv, sanity.csv and leaderboard.csv")
+    scoring.add_argument("--method", dest="user_methods", action=_MethodAction, default=[], required=True,
+                         metavar="[NAME=]SPEC",
+                         help="method(model, images, target) -> maps, as package.module:function or "
+                              "path/to/file.py:function; repeat for several")
+    scoring.add_argument("--setting", dest="user_methods", action=_SettingAction, nargs=2, metavar=("KEY", "VALUE"),
+                         help="a keyword setting for the --method before it (VALUE read as YAML); repeatable")
+    scoring.add_argument("--preset", default="book", choices=preset_names(),
+                         help="whose trained grid and explain settings to use (default: book)")
+    scoring.add_argument("--grid-dir", default=None, help="grid folder (default: runs/<preset>/03_finetune/grid)")
+    scoring.add_argument("--data-dir", default=None, help="dataset folder (default: runs/<preset>/01_data/dataset)")
+    scoring.add_argument("--out", default=None, help="output folder (default: runs/<preset>/evaluate)")
+    scoring.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                         help="an explain setting of the preset, e.g. -p methods '[saliency, sobel]' "
+                              "-p n_test_images 16 -p workers 1")
+
     check = commands.add_parser("check-book", help="open the built book in headless Chromium; exit 1 on blank pages, "
                                                    "missing figures or broken internal links")
     check.add_argument("html_dir", nargs="?", default="_build/html", help="the built site (default: _build/html)")
     check.add_argument("--screenshots", default=None, metavar="DIR",
                        help="folder for one PNG per page (default: screenshots/ beside HTML_DIR)")
     return parser
+
+
+class _MethodAction(argparse.Action):
+    """--method SPEC: a new user method entry."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        entries = list(getattr(namespace, self.dest, None) or [])
+        namespace.__dict__[self.dest] = [*entries, {"spec": value, "settings": {}}]
+
+
+class _SettingAction(argparse.Action):
+    """--setting KEY VALUE: a keyword setting of the --method given before it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        entries = getattr(namespace, self.dest, None) or []
+        if not entries:
+            parser.error("--setting must follow the --method it belongs to")
+        from .runs import parse_value
+
+        key, value = values
+        entries[-1]["settings"][key] = parse_value(value, key)
 
 
 def _parameters(pairs) -> dict:
@@ -143,6 +183,20 @@ def main(argv: list[str] | None = None) -> int:
             return 0
 
         return _run_guarded(grid)
+    if args.command == "evaluate":
+        from .leaderboard import evaluate_methods
+
+        def score() -> int:
+            board = evaluate_methods(args.user_methods, preset=args.preset, grid_dir=args.grid_dir,
+                                     data_dir=args.data_dir, out_dir=args.out, **_parameters(args.parameter))
+            shown = [column for column in board.columns if not column.endswith(("_ci_low", "_ci_high"))]
+            print(board[shown].to_string(index=False, float_format=lambda value: f"{value:.3f}"))
+            from .runs import default_out_dir
+
+            print(f"leaderboard: {Path(args.out or default_out_dir(args.preset, 'evaluate')) / 'leaderboard.csv'}")
+            return 0
+
+        return _run_guarded(score)
     if args.command == "setup-weights":
         from .weights import place_mobilenet_v2
 

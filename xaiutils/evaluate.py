@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import data, explain, metrics, models, runs
+from . import data, explain, metrics, models, plugins, runs
 
 SELECTIONS = ("correct", "correct_all", "all")
 LESION_COLUMNS = ("label", "class_name", "n_lesions", "lesion_area_px", "contrast", "solidity", "subject", "level")
@@ -46,7 +46,8 @@ def test_images(bench, n_images: int | None, seed: int = 0) -> np.ndarray:
 
 def explain_run(run_dir, bench, images: np.ndarray, methods, metric_names, resolution: int = 64,
                 batch_size: int = 32, seed: int = 0, n_jobs: int = -1, maps_out: dict | None = None,
-                n_images_costly: int | None = None, progress: bool = True, cluster=None) -> pd.DataFrame:
+                n_images_costly: int | None = None, progress: bool = True, cluster=None,
+                user_methods=None) -> pd.DataFrame:
     """Tidy scores of one run: every method (and baseline) on ``images`` (dataset indices), targets = true labels.
 
     Methods of cost class ``costly`` (LIME, KernelSHAP, Shapley sampling) run on the first ``n_images_costly``
@@ -54,8 +55,12 @@ def explain_run(run_dir, bench, images: np.ndarray, methods, metric_names, resol
 
     A method that does not apply to the backbone gives rows with NaN scores and the reason. ``maps_out``, when
     given, receives ``{method: maps}`` for figures. ``cluster``: the maps are scored on that Dask cluster
-    (:func:`xaiutils.metrics.score_maps`), the same scores.
+    (:func:`xaiutils.metrics.score_maps`), the same scores. ``user_methods``: your own methods (entries of
+    :func:`xaiutils.plugins.parse_entries`), scored after ``methods`` under their names, each map batch validated
+    before scoring (:class:`xaiutils.plugins.InvalidMethod` otherwise).
     """
+    user = {entry["name"]: entry for entry in plugins.parse_entries(user_methods)}
+    methods = [*methods, *user]
     model, sidecar, predictions = load_run(run_dir)
     config = sidecar["config"]
     correct = predictions.set_index("image")["correct"].reindex(images).to_numpy()
@@ -63,11 +68,11 @@ def explain_run(run_dir, bench, images: np.ndarray, methods, metric_names, resol
         raise ValueError(f"run {run_dir} has no prediction for some of the requested images")
     frames = []
     for method in tqdm(methods, desc=f"methods ({Path(run_dir).name})", leave=False, disable=not progress):
-        costly = explain.METHODS[explain.resolve_method(method)].cost == "costly"
+        costly = method not in user and explain.METHODS[explain.resolve_method(method)].cost == "costly"
         used = slice(0, n_images_costly) if costly and n_images_costly is not None else slice(None)
         x, targets, masks = bench.images[images[used]], bench.labels[images[used]], bench.masks[images[used]]
         try:
-            maps = explain.attribute(model, x, targets, method, batch_size=batch_size, seed=seed)
+            maps = plugins.maps_of(model, x, targets, method, user=user, seed=seed, batch_size=batch_size)
             scores = metrics.score_maps(maps, masks, metrics=metric_names, resolution=resolution, n_jobs=n_jobs,
                                         cluster=cluster)
             if maps_out is not None:

@@ -262,10 +262,18 @@ PRESETS["smoke"]["explain"] = {
     "n_boot": 1000,
     "seed": 0,
     "workers": 1,  # runs explained at once, each in its own process (1: here, scoring spread over the cores)
+    # Model-randomisation sanity check (xaiutils.sanity), on the most accurate run only: the first sanity_images of
+    # the explained images, the top sanity_stages stages re-initialised (head, then blocks from the last); a method
+    # whose maps keep a mean rank correlation >= sanity_threshold with the trained model's maps is flagged.
+    "sanity_images": 2,
+    "sanity_stages": 2,
+    "sanity_threshold": 0.5,
 }
 # 8 test images per run: explaining 21 runs on 16 images each took 531 s of the book's 30 minutes. Two runs at once,
 # one thread each: 12.5 s a run with two threads in one process, at batches of 8 images.
-PRESETS["book"]["explain"] = {**PRESETS["smoke"]["explain"], "n_test_images": 8, "workers": 2}
+PRESETS["book"]["explain"] = {**PRESETS["smoke"]["explain"], "n_test_images": 8, "workers": 2,
+                              # the sanity check's share of the book's 30 minutes: measured in the Reproducing chapter
+                              "sanity_images": 2, "sanity_stages": 2}
 PRESETS["study"]["explain"] = {
     "methods": CHEAP_METHODS + ["deeplift_shap", "deconvolution", "guided_grad_cam", "lrp", "lime", "kernel_shap"]
     + BASELINE_METHODS,
@@ -277,6 +285,9 @@ PRESETS["study"]["explain"] = {
     "n_boot": 1000,
     "seed": 0,
     "workers": 1,
+    "sanity_images": 32,
+    "sanity_stages": 6,  # VGG-16: the head and the five conv blocks, the full cascade
+    "sanity_threshold": 0.5,
 }
 
 

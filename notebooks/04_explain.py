@@ -38,9 +38,10 @@
 #
 # ## Time to run
 #
-# A few minutes on 2 CPU cores at the `book` preset; the measured time of the latest build is in
-# {doc}`../book/reproducing`. At the `study` preset the exact EMD is the most expensive step of the benchmark
-# (`benchmarks/emd_speed.py` measures it per map on your machine).
+# A few minutes on 2 CPU cores at the `book` preset, most of it explaining the grid (the sanity check, leaderboard,
+# metric agreement and difficulty sections take seconds); measured times are in {doc}`../book/reproducing`. At the
+# `study` preset the exact EMD is the most expensive step of the benchmark (`benchmarks/emd_speed.py` measures it
+# per map on your machine).
 
 # %%
 import json
@@ -265,10 +266,10 @@ ax.axhline(config["sanity_threshold"], color="black", lw=0.8, ls=":", label="fla
 ax.set_xticks(list(layers.index), [f"{number}: {layer}" for number, layer in layers.items()])
 ax.set(xlabel="cascade stage: layers re-initialised from the top down, cumulatively", ylim=(-1.05, 1.05),
        ylabel="Spearman ρ with the trained model's map\n(mean over images)",
-       title=f"Model randomisation, run {best_run} ({len(checked)} images; grey dashed: control maps)")
+       title=f"Model randomisation of run {best_run} ({len(checked)} images)")
 ax.legend(fontsize=7, ncol=2, bbox_to_anchor=(1.02, 1), loc="upper left")
 fig.tight_layout()
-fig.savefig(out_dir / "sanity.png", dpi=110)
+fig.savefig(out_dir / "sanity.png", dpi=110, bbox_inches="tight")
 sanity_summary.set_index("method").round(3)
 
 # %% [markdown]
@@ -331,7 +332,8 @@ matrix = leaderboard.agreement_matrix(agreement)
 fig, ax = plt.subplots(figsize=(6.2, 5))
 heat = ax.imshow(matrix.to_numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
 for (row, column), value in np.ndenumerate(matrix.to_numpy()):
-    ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8)
+    ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
+            color="white" if abs(value) > 0.6 else "black")
 ax.set_xticks(range(len(matrix)), matrix.columns, rotation=45, ha="right")
 ax.set_yticks(range(len(matrix)), matrix.index)
 fig.colorbar(heat, ax=ax, label="Kendall's τ between the method rankings")
@@ -359,7 +361,8 @@ fig, ax = plt.subplots(figsize=(7.5, 0.38 * len(property_grid) + 1.8))
 heat = ax.imshow(np.ma.masked_invalid(property_grid.to_numpy()), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
 ax.set_facecolor("whitesmoke")
 for (row, column), value in np.ndenumerate(property_grid.to_numpy()):
-    ax.text(column, row, "—" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8)
+    ax.text(column, row, "—" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8,
+            color="white" if abs(value) > 0.6 else "black")
 ax.set_xticks(range(property_grid.shape[1]), [name.replace("_", " ") for name in property_grid.columns], rotation=30,
               ha="right")
 ax.set_yticks(range(property_grid.shape[0]), property_grid.index)

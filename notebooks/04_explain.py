@@ -78,8 +78,8 @@ selection = None
 # Bootstrap resamples for the confidence intervals, and the seed of sampling and stochastic methods.
 n_boot = None
 seed = None
-# Runs explained at once, each in its own process with cpu_count // workers threads (None: preset). The scores do
-# not depend on it.
+# Runs explained at once, each in its own process with cpu_count // workers threads (None: preset). Scores differ
+# only by the rounding of threaded kernels.
 workers = None
 # A Dask cluster to explain and score on: a scheduler address (tcp://host:8786) or a cluster spec YAML such as
 # examples/slurm-cpu.yaml (None: this machine, as set by workers). Scores as here with one thread per run.
@@ -217,7 +217,8 @@ fig.tight_layout()
 fig.savefig(out_dir / "score_distributions.png", dpi=110)
 
 # %%
-method_means = selected[~selected["method"].isin(explain.BASELINES)].groupby("method")[main_metric].mean()
+# Methods that do not apply to this backbone have no score: they are not counted.
+method_means = selected[~selected["method"].isin(explain.BASELINES)].groupby("method")[main_metric].mean().dropna()
 baseline_means = selected[selected["method"].isin(explain.BASELINES)].groupby("method")[main_metric].mean()
 glue("n_score_rows", len(scores))
 glue("n_images_explained", len(images))

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import test_evaluate  # the tests folder is on sys.path under pytest (rootdir import mode)
 
-from xaiutils import cluster, data, evaluate, metrics, models, runs, train
+from xaiutils import cluster, evaluate, metrics, runs
 
 distributed = pytest.importorskip("distributed")
 
@@ -210,22 +211,7 @@ def test_a_cell_another_process_is_writing_is_left_to_it_then_run_once(tmp_path,
 # ---------------------------------------------------------------------------------------------------- scoring
 
 
-@pytest.fixture(scope="module")
-def tiny_grid(tmp_path_factory):
-    """A small real dataset and two untrained runs as notebook 3 writes them (as in test_evaluate)."""
-    root = tmp_path_factory.mktemp("grid")
-    data_dir = data.make_benchmark(root / "dataset", "smoke", progress=False, n_subjects=3, slices_per_subject=2,
-                                   image_size=32, radius_range=(2.0, 3.0))
-    bench = data.load_benchmark(data_dir)
-    test_rows = bench.indices("test")
-    for seed in (0, 1):
-        model = models.build_model("vgg16", width=0.125, seed=seed, dropout=0.0)
-        config = {"backbone": "vgg16", "width": 0.125, "source": "none", "n_pretrained_blocks": 0, "seed": seed,
-                  "model": "vgg16-w0.125"}
-        train.write_run(root / "grid" / f"none-k0-s{seed}", model, config, {}, {})
-        pd.DataFrame({"image": test_rows, "correct": test_rows % 2 == 0}).to_csv(
-            root / "grid" / f"none-k0-s{seed}" / "predictions.csv", index=False)
-    return root, data_dir, bench
+tiny_grid = test_evaluate.tiny_grid  # a small real dataset and two untrained runs as notebook 3 writes them
 
 
 def test_scores_on_a_cluster_equal_the_single_machine_scores(tiny_grid, client):

@@ -33,8 +33,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 # type -> (module, class, options that must be given)
 CLUSTER_TYPES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "local": ("distributed", "LocalCluster", ()),
@@ -173,16 +171,10 @@ def _check_option_values(options: Mapping[str, Any], where: str) -> None:
 
 def read_cluster_spec(path: str | os.PathLike) -> ClusterSpec:
     """A checked cluster spec from a YAML file; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"cluster spec {path} does not exist; give a YAML file (see examples/slurm.yaml) "
-                                f"or a scheduler address like tcp://host:8786")
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"cluster spec {path} is not valid YAML{where}") from None
+    from .runs import read_yaml_file
+
+    spec = read_yaml_file(path, "cluster spec", "give a YAML file (see examples/slurm.yaml) or a scheduler address "
+                          "like tcp://host:8786")
     return check_spec(spec, where=f"cluster spec {path}")
 
 

@@ -654,19 +654,25 @@ def grid_cells(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     return cells
 
 
-def read_grid_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A grid spec from a YAML file, with one-line errors naming the file."""
+def read_yaml_file(path: str | os.PathLike, what: str, missing_hint: str) -> Any:
+    """The content of the YAML file ``path``; one-line errors name ``what`` it is (e.g. "grid file") and the file:
+    a missing file (with ``missing_hint``: what to do instead), or invalid YAML (with its line and problem)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"grid file {path} does not exist; write a YAML file with "
-                                f"{', '.join(GRID_KEYS)}, or leave --grid-file out to use the preset's grid")
+        raise FileNotFoundError(f"{what} {path} does not exist; {missing_hint}")
     try:
-        spec = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"grid file {path} is not valid YAML{where} ({problem})") from None
+        raise ValueError(f"{what} {path} is not valid YAML{where} ({problem})") from None
+
+
+def read_grid_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A grid spec from a YAML file, with one-line errors naming the file."""
+    spec = read_yaml_file(path, "grid file", f"write a YAML file with {', '.join(GRID_KEYS)}, or leave --grid-file "
+                          "out to use the preset's grid")
     try:
         grid_cells(spec)
     except ValueError as error:

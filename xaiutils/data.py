@@ -21,8 +21,6 @@ import functools
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ import torch
 from scipy import ndimage
 
 from . import lesions as lesion_lib
+from ._io import atomic_folder, stamp_matches, write_stamp
 
 TASKS = ("shape", "presence")
 SPLITS = ("train", "val", "test")
@@ -851,12 +850,7 @@ def write_benchmark(bench: Benchmark, out_dir: str | os.PathLike, overwrite: boo
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"dataset folder {out_dir} exists; pass overwrite=True to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        partial.chmod(0o777 & ~umask)  # mkdtemp makes it private; the dataset gets the usual permissions
+    with atomic_folder(out_dir) as partial:
         card = dict(bench.card)
         card["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         card["files"] = {"arrays": {k: f"cache/{v}" for k, v in ARRAY_FILES.items()}, "nifti": NIFTI_FILES,
@@ -872,14 +866,7 @@ def write_benchmark(bench: Benchmark, out_dir: str | os.PathLike, overwrite: boo
         bench.lesions.to_csv(partial / "lesions.csv", index=False)
         (partial / CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")
         (partial / "README.md").write_text(_dataset_readme(card))
-        from .runs import move_into_place, write_stamp
-
         write_stamp(partial, HASHED_FILES, card["content_hash"])
-
-        move_into_place(partial, out_dir)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     bench.card = card
     bench.path = out_dir
     return out_dir
@@ -942,7 +929,7 @@ def load_benchmark(path: str | os.PathLike, verify: bool = False, mmap: bool = F
     from the data (about 0.07 s for the smoke dataset): a mismatch raises ``ValueError``; a match renews the
     stamp where the folder is writable. Damaged or inconsistent files raise one-line errors naming the file.
     """
-    from .runs import read_card, stamp_matches, write_stamp
+    from .runs import read_card
 
     path = Path(path)
     card = read_card(path)

@@ -16,10 +16,11 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from ._io import atomic_folder
 
 DATA_ENV = "XAIBENCH_DATA"
 DEFAULT_DATA_HOME = "~/xaibench_data"
@@ -180,9 +181,7 @@ def extract_volumes(archive: str | os.PathLike, folder: str | os.PathLike, sourc
     into a temporary sibling first, with a completion marker, then renamed into place. Other members and any
     path components of member names are ignored, so a crafted archive cannot write outside ``folder``."""
     archive, folder = Path(archive), Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as partial:
         count = 0
         try:
             with tarfile.open(archive) as tar:
@@ -199,12 +198,6 @@ def extract_volumes(archive: str | os.PathLike, folder: str | os.PathLike, sourc
             raise ValueError(f"archive {archive} holds no NIfTI files (.nii, .nii.gz)")
         marker = {"source": source, "archive": archive.name, "n_files": count}
         (partial / COMPLETE_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(partial, folder)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return folder
 
 

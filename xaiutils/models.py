@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._io import write_atomic_with
+
 BACKBONES = ("vgg16", "resnet18", "mobilenet_v2")
 SOURCES = ("imagenet", "mri", "none")
 MODES = ("transfer", "finetune")
@@ -341,12 +343,8 @@ def prepare_model(backbone: str, source: str, n_pretrained_blocks: int, mode: st
 
 def save_weights(model: nn.Module, path: str | os.PathLike) -> Path:
     """Save the state dict alone (loadable with ``weights_only=True``), through a temporary name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + f".partial-{os.getpid()}")
-    torch.save({key: value.detach().cpu() for key, value in model.state_dict().items()}, partial)
-    os.replace(partial, path)
-    return path
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    return write_atomic_with(path, lambda partial: torch.save(state, partial))
 
 
 def load_weights(path: str | os.PathLike) -> dict:

@@ -15,7 +15,6 @@ import re
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -25,6 +24,16 @@ from typing import Any
 import yaml
 
 from . import versions
+from ._io import (  # noqa: F401  (re-exported: the names runs gave them before)
+    STAMP_FILE,
+    file_stamp,
+    move_into_place,
+    new_partial_folder,
+    signals_deferred,
+    stamp_matches,
+    write_atomic,
+    write_stamp,
+)
 from .presets import preset_names
 
 RUNS_ENV = "XAIBENCH_RUNS"
@@ -82,33 +91,6 @@ def find_notebook(name: str | os.PathLike) -> Path:
     raise FileNotFoundError(
         f"notebook {str(name)!r} not found; available notebooks: {', '.join(available_notebooks()) or 'none'}"
     )
-
-
-def move_into_place(partial: Path, target: Path) -> None:
-    """Rename the finished folder ``partial`` to ``target``; an existing ``target`` is moved aside first and
-    deleted only after the swap, so at every moment ``target`` is either the old or the new complete folder."""
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        with _signals_deferred():  # a stop between the two renames would leave no target at all
-            os.replace(target, old / target.name)
-            os.replace(partial, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(partial, target)
-
-
-@contextlib.contextmanager
-def _signals_deferred(names=("SIGINT", "SIGTERM", "SIGHUP")) -> Iterator[None]:
-    """Hold back the delivery of stop signals to this thread for the block (where the OS allows it)."""
-    wanted = {getattr(signal, name) for name in names if hasattr(signal, name)}
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -266,64 +248,6 @@ def terminate_like_interrupt(signals=("SIGTERM", "SIGHUP")) -> Iterator[None]:
     finally:
         for name, old in previous.items():
             signal.signal(getattr(signal, name), old)
-
-
-def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
-    """Write ``content`` to ``path`` through a temporary name and a rename, so no reader sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        if isinstance(content, bytes):
-            partial.write_bytes(content)
-        else:
-            partial.write_text(content)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Stamps: the size and change times of the files a content hash covers, recorded when the hash was last known to
-# be right. While they match, the hash stands without reading the data; when any changed, the data are hashed
-# again (see ``data.load_benchmark``).
-
-STAMP_FILE = "cache/stamp.json"
-
-
-def file_stamp(folder: str | os.PathLike, names) -> dict[str, list[int]]:
-    """``{name: [size, mtime_ns, ctime_ns]}`` of files in ``folder``. ``ctime`` cannot be set back by a
-    program (as ``mtime`` can), so an edit that restores the modification time is still seen."""
-    stamp = {}
-    for name in names:
-        info = (Path(folder) / name).stat()
-        stamp[name] = [info.st_size, info.st_mtime_ns, info.st_ctime_ns]
-    return stamp
-
-
-def stamp_matches(folder: str | os.PathLike, content_hash: str | None) -> bool:
-    """Whether ``folder``'s stamp (``cache/stamp.json``) vouches for ``content_hash``: it records that hash and
-    every file it lists still has the recorded size and change times."""
-    try:
-        stamp = json.loads((Path(folder) / STAMP_FILE).read_text())
-        files = stamp["files"]
-        return (content_hash is not None and stamp.get("content_hash") == content_hash and bool(files)
-                and file_stamp(folder, files) == files)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return False
-
-
-def write_stamp(folder: str | os.PathLike, names, content_hash: str) -> bool:
-    """Record the stamp of ``names`` for ``content_hash``; ``False`` (and nothing else) if the folder is not
-    writable: then the next reader hashes the data again."""
-    try:
-        stamp = {"content_hash": content_hash, "files": file_stamp(folder, names),
-                 "note": "size, mtime_ns, ctime_ns of the files the content hash covers, when it was last checked"}
-        write_atomic(Path(folder) / STAMP_FILE, json.dumps(stamp, indent=1) + "\n")
-        return True
-    except OSError:
-        return False
 
 
 def read_card(data_dir: str | os.PathLike) -> dict[str, Any]:
@@ -547,13 +471,11 @@ def _execute(path: Path, nb, out_dir: Path, preset: str, parameters: dict[str, A
 
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"run folder {out_dir} exists; pass overwrite=True (--overwrite) to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    partial = new_partial_folder(out_dir)
     failed_copy = out_dir.with_name(out_dir.name + ".failed.ipynb")
     started = time.time()
     executed = partial / f"{path.stem}.ipynb"
     try:
-        partial.chmod(0o755)  # mkdtemp makes it private; a run folder is meant to be shared like any other
         # A bare py:percent file carries no kernel; papermill needs one to know the language.
         nb.metadata.setdefault("kernelspec", {"name": kernel_name, "display_name": kernel_name,
                                               "language": "python"})

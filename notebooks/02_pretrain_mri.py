@@ -104,12 +104,7 @@ data_dir = None
 out_dir = None
 
 # %%
-config = presets.resolve(
-    "pretrain", preset, backbone=backbone, width=width, task=task, candidate_tasks=candidate_tasks,
-    n_bands=n_bands, n_subjects=n_subjects, slices_per_subject=slices_per_subject, image_size=image_size,
-    epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, lr_schedule=lr_schedule, seed=seed,
-    selection_k=selection_k, selection_seeds=selection_seeds, workers=workers,
-)
+config = presets.resolve_from("pretrain", preset, globals())
 tasks = list(config["candidate_tasks"]) if config["task"] == "auto" else [config["task"]]
 for name in tasks:
     models.check_choice("pre-training task", name, pretrain.PRETRAIN_TASKS)

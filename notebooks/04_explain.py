@@ -52,7 +52,8 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from xaiutils import data, difficulty, evaluate, explain, leaderboard, metrics, plugins, presets, runs, sanity
+from xaiutils import data, difficulty, evaluate, explain, leaderboard, plugins, presets, runs, sanity
+from xaiutils import metrics as metric_registry  # the parameter below is called `metrics`
 from xaiutils.book import glue
 
 # %% tags=["parameters"]
@@ -66,7 +67,7 @@ methods = None
 user_methods = None
 # Metrics to compute (None: preset list; valid: emd_score, importance_mass_accuracy, topk_precision,
 # relevance_rank_accuracy, pointing_game, roc_auc).
-metric_names = None
+metrics = None
 # Number of test images explained per run (a class-balanced sample, the same for every run) (None: preset).
 n_test_images = None
 # Costly perturbation methods (LIME, KernelSHAP, Shapley sampling) run on this many of them (None: preset).
@@ -81,6 +82,12 @@ seed = None
 # Runs explained at once, each in its own process with cpu_count // workers threads (None: preset). Scores differ
 # only by the rounding of threaded kernels.
 workers = None
+# Model-randomisation sanity check on the most accurate run: how many of the explained images, how many stages
+# re-initialised (the head, then blocks from the last), and the mean rank correlation at or above which a method is
+# flagged (None: preset values).
+sanity_images = None
+sanity_stages = None
+sanity_threshold = None
 # A Dask cluster to explain and score on: a scheduler address (tcp://host:8786) or a cluster spec YAML such as
 # examples/slurm-cpu.yaml (None: this machine, as set by workers). Scores as here with one thread per run.
 cluster = None
@@ -91,11 +98,7 @@ grid_dir = None
 out_dir = None
 
 # %%
-config = presets.resolve(
-    "explain", preset, methods=methods, metrics=metric_names, n_test_images=n_test_images,
-    n_images_costly=n_images_costly, resolution=resolution, selection=selection, n_boot=n_boot, seed=seed,
-    workers=workers,
-)
+config = presets.resolve_from("explain", preset, globals())
 data_dir = Path(data_dir) if data_dir is not None else runs.default_out_dir(preset, "01_data") / "dataset"
 grid_dir = Path(grid_dir) if grid_dir is not None else runs.default_out_dir(preset, "03_finetune") / "grid"
 out_dir = Path(out_dir) if out_dir is not None else runs.default_out_dir(preset, "04_explain")
@@ -206,7 +209,7 @@ for ax, metric in zip(axes, config["metrics"][:2], strict=False):
     boxes = ax.boxplot(values, patch_artist=True, showfliers=False)
     for patch, method in zip(boxes["boxes"], order, strict=True):
         patch.set_facecolor("lightgrey" if method in explain.BASELINES else "tab:blue")
-    direction, value_range = metrics.METRICS[metric].higher_is_better, metrics.METRICS[metric].range
+    direction, value_range = metric_registry.METRICS[metric].higher_is_better, metric_registry.METRICS[metric].range
     ax.set_xticks(range(1, len(order) + 1), order, rotation=60, ha="right")
     ax.set(ylabel=f"{metric} (range {value_range[0]:g}–{value_range[1]:g})",
            title=f"{metric}: {'higher' if direction else 'lower'} is better\n(correctly classified images, all runs)")

@@ -71,8 +71,7 @@ explain_dir = None
 out_dir = None
 
 # %%
-config = presets.resolve("regression", preset, metric=metric, selection=selection, formula=formula,
-                         n_boot=n_boot, seed=seed)
+config = presets.resolve_from("regression", preset, globals())
 grid_dir = Path(grid_dir) if grid_dir is not None else runs.default_out_dir(preset, "03_finetune") / "grid"
 explain_dir = Path(explain_dir) if explain_dir is not None else runs.default_out_dir(preset, "04_explain")
 out_dir = Path(out_dir) if out_dir is not None else runs.default_out_dir(preset, "05_regression")

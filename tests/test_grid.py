@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from xaiutils import presets, runs
+from xaiutils import config, presets, runs
 
 # Stands in for notebook 3: writes the sidecar a fine-tuning run writes, logs each execution, and fails on demand.
 FAKE_FINETUNE = textwrap.dedent(
@@ -169,7 +170,8 @@ def test_grid_reruns_cells_when_a_preset_value_or_the_code_changes(tmp_path, mon
     assert recorded["finetune_config"] == presets.resolve("finetune", "smoke")
 
     # The same papermill parameters, but the preset's learning rate changed: the cell must run again.
-    monkeypatch.setitem(presets.PRESETS["smoke"]["finetune"], "lr", 0.123)
+    smoke = config.PRESETS["smoke"]
+    monkeypatch.setitem(config.PRESETS, "smoke", replace(smoke, finetune=replace(smoke.finetune, lr=0.123)))
     assert runs_so_far() == 2
     assert json.loads((out / "none-k0-s0" / "inputs.json").read_text())["finetune_config"]["lr"] == 0.123
     assert runs_so_far() == 2  # and only once

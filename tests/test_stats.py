@@ -8,6 +8,8 @@ import pytest
 
 from xaiutils import stats
 
+# The study preset's formula (the book and smoke presets drop the interaction: their grids cannot estimate it).
+INTERACTION = "score ~ accuracy + C(source) * k"
 TRUE = {"Intercept": 0.2, "accuracy": 0.5, "C(source)[T.none]": -0.15, "k": 0.03}
 
 
@@ -41,7 +43,7 @@ def test_ols_recovers_known_coefficients_within_their_intervals():
 
 
 def test_full_default_formula_fits_with_interactions():
-    coefficients, _ = stats.fit_ols(simulated_runs())
+    coefficients, _ = stats.fit_ols(simulated_runs(), INTERACTION)
     coefficients = coefficients.set_index("term")
     # No interaction was simulated: both interaction slopes are tiny next to the simulated k slope (0.03).
     for term in ("C(source)[T.mri]:k", "C(source)[T.none]:k"):
@@ -63,11 +65,23 @@ def test_one_source_gives_a_clear_message():
     table = simulated_runs()
     only_imagenet = table[table["source"] == "imagenet"]
     with pytest.raises(ValueError, match="one source only \\('imagenet'\\)"):
-        stats.fit_ols(only_imagenet)
+        stats.fit_ols(only_imagenet, INTERACTION)
     with pytest.raises(ValueError, match="one source only"):
-        stats.fit_mixed(only_imagenet)
+        stats.fit_mixed(only_imagenet, INTERACTION)
     coefficients, _ = stats.fit_ols(only_imagenet, "score ~ accuracy + k")  # without sources it fits
     assert set(coefficients["term"]) == {"Intercept", "accuracy", "k"}
+    # the check reads patsy's terms, not the text: a column named like a source, or k inside a function, is seen
+    with pytest.raises(ValueError, match="one source only"):
+        stats.fit_ols(only_imagenet, "score ~ accuracy + C( source ) + k")
+    one_k = table[table["k"] == 2]
+    with pytest.raises(ValueError, match="slope in k, but every run has k = 2"):
+        stats.fit_ols(one_k, "score ~ accuracy + C(source) + np.log1p(k)")
+
+
+def test_formula_variables_are_patsy_columns():
+    assert stats.formula_variables(INTERACTION) == {"accuracy", "source", "k"}
+    assert stats.formula_variables("score ~ np.log(accuracy) + C(source, Treatment('none'))") == {"accuracy",
+                                                                                                  "source"}
 
 
 def test_accuracy_correlation_known_sign():
@@ -93,7 +107,7 @@ def test_rank_deficient_grid_gives_a_clear_message():
     table = simulated_runs()
     table = table[(table["source"] != "none") | (table["k"] == 0)]
     with pytest.raises(ValueError, match=r"rank-deficient.*C\(source\)\[T.none\]:k"):
-        stats.fit_mixed(table)
+        stats.fit_mixed(table, INTERACTION)
     coefficients, _ = stats.fit_mixed(table, "score ~ accuracy + C(source) + k")
     assert "C(source)[T.none]" in set(coefficients["term"])
 
@@ -188,7 +202,7 @@ def test_fit_by_method_mixed_reports_variance_components():
 
 def test_fit_by_method_rejects_an_unknown_model():
     with pytest.raises(ValueError, match=r"unknown model 'glm'.*'ols', 'mixed'"):
-        stats.fit_by_method(simulated_runs(n_seeds=2), model="glm")
+        stats.fit_by_method(simulated_runs(n_seeds=2), ADDITIVE, model="glm")
 
 
 def source_interaction_truth(method, source, k, accuracy):
@@ -199,7 +213,7 @@ def source_interaction_truth(method, source, k, accuracy):
 
 def test_source_contrasts_recover_a_known_difference_that_depends_on_k():
     table = simulated_grid(source_interaction_truth, methods=("m0", "m1"))
-    contrasts = stats.source_contrasts(table, at_k=[1, 4])
+    contrasts = stats.source_contrasts(table, INTERACTION, at_k=[1, 4])
     assert len(contrasts) == 2 * 6  # two k values × ordered pairs of three sources
     indexed = contrasts.set_index(["source_a", "source_b", "at_k"])
     for k in (1, 4):
@@ -217,8 +231,8 @@ def test_source_contrasts_recover_a_known_difference_that_depends_on_k():
 def test_source_contrast_is_the_matching_combination_of_coefficients():
     """ImageNet is the reference level, so none − imagenet at k is β_none + k·β_none:k."""
     table = simulated_grid(source_interaction_truth, methods=("m0", "m1"))
-    coefficients = stats.fit_ols(table)[0].set_index("term")["estimate"]
-    contrasts = stats.source_contrasts(table)  # default: at the mean k
+    coefficients = stats.fit_ols(table, INTERACTION)[0].set_index("term")["estimate"]
+    contrasts = stats.source_contrasts(table, INTERACTION)  # default: at the mean k
     mean_k = table["k"].mean()
     row = contrasts.set_index(["source_a", "source_b"]).loc[("none", "imagenet")]
     assert row["at_k"] == mean_k
@@ -231,7 +245,7 @@ def test_source_contrasts_reject_bad_input():
     with pytest.raises(ValueError, match="no C\\(source\\) term"):
         stats.source_contrasts(table, "score ~ accuracy + k")
     with pytest.raises(ValueError, match="'high'"):
-        stats.source_contrasts(table, at_k="high")
+        stats.source_contrasts(table, INTERACTION, at_k="high")
 
 
 def hand_built_runs() -> pd.DataFrame:

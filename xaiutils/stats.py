@@ -5,12 +5,27 @@ Unit of analysis: a trained model run (source, k, seed) × method. Everything re
 
 from __future__ import annotations
 
+import ast
+
 import numpy as np
 import pandas as pd
 
 from .evaluate import aggregate, bootstrap_ci
 
-DEFAULT_FORMULA = "score ~ accuracy + C(source) * k"
+
+def formula_variables(formula: str) -> set[str]:
+    """The data columns the right-hand side of a patsy ``formula`` uses, read from patsy's own terms: for
+    ``score ~ accuracy + C(source) * k``, {accuracy, source, k}. Function names (``C``, ``np.log``) are not
+    columns."""
+    from patsy import ModelDesc
+
+    names = set()
+    for term in ModelDesc.from_formula(formula).rhs_termlist:
+        for factor in term.factors:
+            tree = ast.parse(factor.code, mode="eval")
+            called = {id(part) for node in ast.walk(tree) if isinstance(node, ast.Call) for part in ast.walk(node.func)}
+            names |= {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and id(node) not in called}
+    return names
 
 
 def performance_table(scores: pd.DataFrame, accuracy: pd.DataFrame, metric: str, selection: str = "correct",
@@ -25,11 +40,12 @@ def performance_table(scores: pd.DataFrame, accuracy: pd.DataFrame, metric: str,
 
 def check_design(table: pd.DataFrame, formula: str) -> None:
     """Refuse designs the formula cannot be fitted on, with a message that says what is missing."""
-    if "C(source)" in formula and table["source"].nunique() < 2:
+    variables = formula_variables(formula)
+    if "source" in variables and table["source"].nunique() < 2:
         only = ", ".join(map(repr, sorted(table["source"].unique())))
         raise ValueError(f"the formula {formula!r} compares pre-training sources, but the data hold one source "
                          f"only ({only}); run the grid with at least two sources or drop C(source) from the formula")
-    if " k" in formula and table["k"].nunique() < 2:
+    if "k" in variables and table["k"].nunique() < 2:
         raise ValueError(f"the formula {formula!r} has a slope in k, but every run has k = {table['k'].iloc[0]}")
     if len(table) <= 3:
         raise ValueError(f"{len(table)} rows are too few to fit {formula!r}")
@@ -63,7 +79,7 @@ def _fit_ols_result(table: pd.DataFrame, formula: str, cluster: str = "run"):
     return result, data, groups
 
 
-def fit_ols(table: pd.DataFrame, formula: str = DEFAULT_FORMULA, cluster: str = "run") -> tuple[pd.DataFrame, dict]:
+def fit_ols(table: pd.DataFrame, formula: str, cluster: str = "run") -> tuple[pd.DataFrame, dict]:
     """OLS with cluster-robust standard errors by ``cluster`` (one cluster per model run).
 
     Returns ``(coefficients, fit)``: a tidy table with 95 % CIs and p-values, and R², adjusted R², n, clusters.
@@ -74,7 +90,7 @@ def fit_ols(table: pd.DataFrame, formula: str = DEFAULT_FORMULA, cluster: str = 
     return tidy_coefficients(result, "ols_cluster"), fit
 
 
-def fit_mixed(table: pd.DataFrame, formula: str = DEFAULT_FORMULA, group: str = "run") -> tuple[pd.DataFrame, dict]:
+def fit_mixed(table: pd.DataFrame, formula: str, group: str = "run") -> tuple[pd.DataFrame, dict]:
     """Linear mixed model with a random intercept per ``group`` (statsmodels ``mixedlm``, REML).
 
     Returns ``(coefficients, fit)`` where ``fit`` holds the random-intercept variance, the residual variance,
@@ -110,7 +126,7 @@ POOLED = "pooled"
 MODELS = ("ols", "mixed")
 
 
-def fit_by_method(table: pd.DataFrame, formula: str = DEFAULT_FORMULA,
+def fit_by_method(table: pd.DataFrame, formula: str,
                   model: str = "ols") -> tuple[pd.DataFrame, pd.DataFrame]:
     """The regression fitted per method and once pooled over all methods (method ``"pooled"``).
 
@@ -151,7 +167,7 @@ def fit_by_method(table: pd.DataFrame, formula: str = DEFAULT_FORMULA,
     return coefficients, fits
 
 
-def source_contrasts(table: pd.DataFrame, formula: str = DEFAULT_FORMULA, at_k=None,
+def source_contrasts(table: pd.DataFrame, formula: str, at_k=None,
                      at_accuracy: float | None = None) -> pd.DataFrame:
     """Accuracy-adjusted differences between pre-training sources, from the OLS fit (cluster-robust by run).
 

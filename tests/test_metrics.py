@@ -226,4 +226,6 @@ def test_registry_declares_direction_and_range():
         assert spec.higher_is_better is True, name
         low, high = spec.range
         assert low <= spec.function(attribution, lesion_mask) <= high, name
-    assert metrics.metric_table().shape[0] == len(metrics.METRICS)
+    table = metrics.metric_table()  # the book's table: one row per registered metric, in registry order
+    assert list(table.index) == list(metrics.METRICS)
+    assert table.loc["emd_score", "range"] == "[0, 1]" and table["higher is better"].all()

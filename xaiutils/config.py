@@ -163,8 +163,8 @@ class RegressionConfig(Step):
     """Notebook 5: explanation performance against pre-training, corrected for accuracy."""
 
     name: ClassVar[str] = "regression"
-    metric: str
-    selection: str
+    metric: str  # a column of notebook 4's scores.csv
+    selection: str  # images averaged per run: "correct", "correct_all" or "all"
     formula: str  # patsy formula on the columns score, accuracy, source, k
     n_boot: int
     seed: int

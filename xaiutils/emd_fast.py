@@ -23,6 +23,9 @@ Solver: successive shortest paths (a primal–dual method) on the bipartite tran
    rigorously). Only a certified solve is reported as exact; anything else goes back to POT.
 
 numba compiles the loops; without numba this module reports itself unavailable and the caller uses POT.
+
+One module of about 500 lines, on purpose: it is one algorithm whose compiled kernels (heap, solver, certificate)
+call each other and are compiled together; it is opt-in (numba is not pinned) and documented in issue 13's note.
 """
 
 from __future__ import annotations
@@ -65,21 +68,23 @@ def _grow(array, size):
 
 
 @njit(cache=True)
+def _place(heap, position, at, node):
+    """Put ``node`` at heap slot ``at`` and record where it is."""
+    heap[at] = node
+    position[node] = at
+
+
+@njit(cache=True)
 def _heap_push(heap, position, size, key, node):
     """Insert ``node`` or lower its key in the indexed binary heap (``position[node]`` = −1 when absent)."""
     at = position[node]
     if at == -1:
         at = size
         size += 1
-    while at > 0:
-        parent = (at - 1) // 2
-        if key[heap[parent]] <= key[node]:
-            break
-        heap[at] = heap[parent]
-        position[heap[at]] = at
-        at = parent
-    heap[at] = node
-    position[node] = at
+    while at > 0 and key[heap[(at - 1) // 2]] > key[node]:  # sift up: parents with larger keys move down
+        _place(heap, position, at, heap[(at - 1) // 2])
+        at = (at - 1) // 2
+    _place(heap, position, at, node)
     return size
 
 
@@ -99,11 +104,9 @@ def _heap_pop(heap, position, size, key):
                 child += 1
             if key[heap[child]] >= key[last]:
                 break
-            heap[at] = heap[child]
-            position[heap[at]] = at
+            _place(heap, position, at, heap[child])  # sift down: the smaller child moves up
             at = child
-        heap[at] = last
-        position[last] = at
+        _place(heap, position, at, last)
     return top, size
 
 

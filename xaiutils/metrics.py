@@ -323,8 +323,9 @@ def score_maps(maps, masks, metrics=DEFAULT_METRICS, resolution: int | None = DE
 
 
 def metric_table() -> pd.DataFrame:
-    """The registered metrics with their direction and range, for the book."""
+    """The registered metrics with their direction, range and definition: the book's metrics table."""
     return pd.DataFrame(
-        [{"metric": name, "higher_is_better": spec.higher_is_better, "range": f"[{spec.range[0]:g}, {spec.range[1]:g}]",
-          "description": spec.description} for name, spec in METRICS.items()]
+        [{"metric": name, "higher is better": spec.higher_is_better,
+          "range": f"[{spec.range[0]:g}, {spec.range[1]:g}]", "definition": spec.description}
+         for name, spec in METRICS.items()]
     ).set_index("metric")

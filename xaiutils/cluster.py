@@ -344,7 +344,7 @@ def run_cells(cluster: Any, out_dir: Path, cells: list[dict], inputs: Mapping[st
                 executed += [futures[future][0]] if outcome == "ran" else []
                 bar.update()
             for name, _ in busy:
-                print(f"grid: waiting for cell {name}, which {runs._lock_owner(runs.lock_file(out_dir / name))} "
+                print(f"grid: waiting for cell {name}, which {runs.lock_owner(runs.lock_file(out_dir / name))} "
                       "is writing", file=sys.stderr, flush=True)
             waiting = {submit(name, cell, None): (name, cell) for name, cell in busy}
             futures.update(waiting)

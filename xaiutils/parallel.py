@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 
-from .runs import kernel_threads
+from .pipeline.grid import kernel_threads
 
 
 def threads_per_worker(workers: int) -> int:

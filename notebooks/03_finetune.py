@@ -53,6 +53,7 @@ from IPython.display import display
 
 from xaiutils import data, models, presets, runs, train
 from xaiutils.book import glue
+from xaiutils.run_record import RunRecord
 
 # %% tags=["parameters"]
 # Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
@@ -118,22 +119,11 @@ if not grid:
         weight_decay=config["weight_decay"], seed=seed, augment=config["augment"],
         lr_schedule=config["lr_schedule"],
     )
-    metrics, predictions = {}, []
-    for name in ("val", "test"):
-        probabilities = train.predict_proba(model, bench.images[split[name]])
-        metrics[name] = train.classification_metrics(bench.labels[split[name]], probabilities)
-        predictions.append(pd.DataFrame({
-            "image": split[name], "split": name, "label": bench.labels[split[name]],
-            "prob_class1": probabilities[:, 1], "predicted": probabilities.argmax(axis=1),
-        }))
-    predictions = pd.concat(predictions, ignore_index=True)
-    predictions["correct"] = predictions["predicted"] == predictions["label"]
-    predictions.to_csv(out_dir / "predictions.csv", index=False)
-    run_config = {**config, "source": source, "n_pretrained_blocks": n_pretrained_blocks, "seed": seed,
-                  "model": models.model_name(config["backbone"], config["width"]), "preset": preset,
-                  "dataset_hash": bench.card["content_hash"]}
-    train.write_run(out_dir, model, run_config, history, metrics)
-    print(f"{source}, k = {n_pretrained_blocks}, seed {seed}: test accuracy {metrics['test']['accuracy']:.3f}, "
+    # the run folder (predictions.csv, model.pt, model.json) that the grid and notebook 4 read: RunRecord
+    run_config = RunRecord.run_config(config, source, n_pretrained_blocks, seed, preset, bench.card["content_hash"])
+    record = RunRecord.evaluated(model, bench, run_config, history)
+    record.write(out_dir, model)
+    print(f"{source}, k = {n_pretrained_blocks}, seed {seed}: test accuracy {record.metrics['test']['accuracy']:.3f}, "
           f"best epoch {history['best_epoch']}, {history['seconds']:.0f} s on {history['device']}")
 
 # %%

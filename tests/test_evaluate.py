@@ -1,12 +1,15 @@
-"""Selection, aggregation and bootstrap of the per-image score table."""
+"""Reading a run folder, explaining and scoring a run, and the selection, aggregation and bootstrap of the
+per-image score table."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from xaiutils import evaluate
+from xaiutils.run_record import PREDICTION_COLUMNS, RunRecord, prediction_table
 
 
 def tidy_table() -> pd.DataFrame:
@@ -64,25 +67,82 @@ def test_test_images_are_a_balanced_seeded_sample():
     assert len(evaluate.test_images(Bench(), None)) == 30
 
 
+def even_images_correct(rows, labels) -> np.ndarray:
+    """Class probabilities under which exactly the images with an even index are classified correctly."""
+    predicted = np.where(rows % 2 == 0, labels, 1 - labels)
+    return np.stack([1 - predicted, predicted], axis=1).astype(np.float32) * 0.8 + 0.1
+
+
 @pytest.fixture(scope="module")
 def tiny_grid(tmp_path_factory):
-    """A small real dataset and a grid folder of two untrained runs, as notebook 3 writes them."""
-    from xaiutils import data, models, train
+    """A small real dataset and a grid folder of two untrained runs, written as notebook 3 writes them
+    (:class:`RunRecord`); their predictions call exactly the even test images correct."""
+    from xaiutils import data, models
 
     root = tmp_path_factory.mktemp("grid")
     data_dir = data.make_benchmark(root / "dataset", "smoke", progress=False, n_subjects=3, slices_per_subject=2,
                                    image_size=32, radius_range=(2.0, 3.0))
     bench = data.load_benchmark(data_dir)
     test_rows = bench.indices("test")
+    labels = bench.labels[test_rows]
     for seed in (0, 1):
-        run_dir = root / "grid" / f"none-k0-s{seed}"
         model = models.build_model("vgg16", width=0.125, seed=seed, dropout=0.0)
-        config = {"backbone": "vgg16", "width": 0.125, "source": "none", "n_pretrained_blocks": 0, "seed": seed,
-                  "model": "vgg16-w0.125"}
-        train.write_run(run_dir, model, config, {}, {})
-        pd.DataFrame({"image": test_rows, "correct": test_rows % 2 == 0}).to_csv(run_dir / "predictions.csv",
-                                                                                  index=False)
+        config = RunRecord.run_config({"backbone": "vgg16", "width": 0.125}, "none", 0, seed, "smoke",
+                                      bench.card["content_hash"])
+        predictions = prediction_table({"test": (test_rows, labels, even_images_correct(test_rows, labels))})
+        history = {"epochs": [], "best_epoch": 1, "seconds": 0.0}
+        metrics = {"val": {"accuracy": 0.5}, "test": {"accuracy": float(predictions["correct"].mean())}}
+        RunRecord(config, history, metrics, predictions).write(root / "grid" / f"none-k0-s{seed}", model)
     return root, data_dir, bench
+
+
+def test_load_run_gives_back_the_run_record_and_the_model(tiny_grid):
+    from xaiutils import models
+
+    root, _, bench = tiny_grid
+    model, sidecar, predictions = evaluate.load_run(root / "grid" / "none-k0-s1")
+    assert sidecar == RunRecord.read(root / "grid" / "none-k0-s1", predictions=False).sidecar()
+    assert sidecar["config"]["model"] == "vgg16-w0.125" and sidecar["config"]["seed"] == 1
+    assert list(predictions.columns) == list(PREDICTION_COLUMNS)
+    assert predictions["image"].tolist() == bench.indices("test").tolist()
+    assert predictions["correct"].tolist() == (predictions["image"] % 2 == 0).tolist()
+    assert not model.training
+    expected = models.build_model("vgg16", width=0.125, seed=1, dropout=0.0).state_dict()
+    assert sorted(model.state_dict()) == sorted(expected)
+    assert all(torch.equal(model.state_dict()[key], value) for key, value in expected.items())
+
+
+def test_explain_run_scores_each_method_on_each_image_and_returns_the_maps_when_asked(tiny_grid):
+    root, _, bench = tiny_grid
+    images = evaluate.test_images(bench, 4, seed=0)
+    methods, metric_names = ["saliency", "input"], ["emd_score", "importance_mass_accuracy"]
+    table, maps = evaluate.explain_run(root / "grid" / "none-k0-s0", bench, images, methods, metric_names,
+                                       resolution=16, n_jobs=1, keep_maps=True, progress=False)
+    assert len(table) == len(methods) * len(images)
+    assert table["method"].tolist() == [method for method in methods for _ in images]
+    assert table["image"].tolist() == list(images) * len(methods)
+    assert table["is_baseline"].tolist() == [False] * len(images) + [True] * len(images)
+    assert table["correct"].tolist() == [image % 2 == 0 for image in images] * len(methods)
+    assert (table["run"] == "none-k0-s0").all() and (table["model"] == "vgg16-w0.125").all()
+    assert (table["source"] == "none").all() and (table["seed"] == 0).all()
+    assert set(evaluate.LESION_COLUMNS) <= set(table.columns)
+    assert np.array_equal(table["label"].to_numpy(), np.tile(bench.labels[images], len(methods)))
+    assert table[metric_names].notna().all().all()
+    assert sorted(maps) == sorted(methods)
+    assert maps["saliency"].shape == (len(images), *bench.images.shape[1:])
+    # without keep_maps no maps are held, and the scores are the same
+    again = evaluate.explain_run(root / "grid" / "none-k0-s0", bench, images, methods, metric_names,
+                                 resolution=16, n_jobs=1, progress=False)
+    assert again.maps is None
+    pd.testing.assert_frame_equal(again.table, table)
+
+
+def test_explain_run_refuses_images_the_run_did_not_predict(tiny_grid):
+    root, _, bench = tiny_grid
+    train_image = bench.indices("train")[:1]
+    with pytest.raises(ValueError, match="has no prediction for some of the requested images"):
+        evaluate.explain_run(root / "grid" / "none-k0-s0", bench, train_image, ["input"], ["emd_score"],
+                             resolution=16, n_jobs=1, progress=False)
 
 
 def test_explain_grid_gives_the_same_scores_in_two_worker_processes(tiny_grid):

@@ -369,10 +369,8 @@ def _explain_task(run_dir: str, data_dir: str, content: str | None, images, meth
 
     if (data_dir, content) not in _BENCHES:
         _BENCHES[(data_dir, content)] = data.load_benchmark(data_dir)
-    maps = {} if keep_maps else None
-    table = evaluate.explain_run(run_dir, _BENCHES[(data_dir, content)], images, methods, metric_names,
-                                 maps_out=maps, progress=False, cluster=get_client(), **options)
-    return table, maps
+    return evaluate.explain_run(run_dir, _BENCHES[(data_dir, content)], images, methods, metric_names,
+                                keep_maps=keep_maps, progress=False, cluster=get_client(), **options)
 
 
 def explain_runs(cluster: Any, grid_dir: Path, run_names: list[str], data_dir, images, methods, metric_names,

@@ -7,28 +7,36 @@ a chosen selection of images (:func:`aggregate`).
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import as_completed
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import data, explain, metrics, models, parallel, plugins, runs
+from . import data, explain, metrics, parallel, plugins
+from .pipeline.grid import check_workers
+from .run_record import RunRecord
 
 SELECTIONS = ("correct", "correct_all", "all")
 LESION_COLUMNS = ("label", "class_name", "n_lesions", "lesion_area_px", "contrast", "solidity", "subject", "level")
 
 
 def load_run(run_dir: str | Path):
-    """``(model, sidecar, predictions)`` of a fine-tuning run folder written by notebook 3."""
-    run_dir = Path(run_dir)
-    sidecar = json.loads((run_dir / "model.json").read_text())
-    config = sidecar["config"]
-    model = models.load_model(run_dir / "model.pt", config["backbone"], width=config["width"])
-    predictions = pd.read_csv(run_dir / "predictions.csv")
-    return model, sidecar, predictions
+    """``(model, sidecar, predictions)`` of a fine-tuning run folder written by notebook 3 (see
+    :class:`xaiutils.run_record.RunRecord`): the model in eval mode, the content of ``model.json`` and the table
+    of ``predictions.csv``."""
+    record = RunRecord.read(run_dir)
+    return record.load_model(run_dir), record.sidecar(), record.predictions
+
+
+class ExplainedRun(NamedTuple):
+    """What :func:`explain_run` gives: the tidy ``table`` of scores, and the ``maps`` (``{method: maps}``, for
+    figures) when they were asked for, else ``None``."""
+
+    table: pd.DataFrame
+    maps: dict[str, np.ndarray] | None
 
 
 def test_images(bench, n_images: int | None, seed: int = 0) -> np.ndarray:
@@ -43,28 +51,28 @@ def test_images(bench, n_images: int | None, seed: int = 0) -> np.ndarray:
 
 
 def explain_run(run_dir, bench, images: np.ndarray, methods, metric_names, resolution: int = 64,
-                batch_size: int = 32, seed: int = 0, n_jobs: int = -1, maps_out: dict | None = None,
+                batch_size: int = 32, seed: int = 0, n_jobs: int = -1, keep_maps: bool = False,
                 n_images_costly: int | None = None, progress: bool = True, cluster=None,
-                user_methods=None) -> pd.DataFrame:
-    """Tidy scores of one run: every method (and baseline) on ``images`` (dataset indices), targets = true labels.
+                user_methods=None) -> ExplainedRun:
+    """Tidy scores of one run: every method (and baseline) on ``images`` (dataset indices), targets = true labels;
+    and, with ``keep_maps``, the maps of every method that applies (``{method: maps}``, for figures).
 
     Methods of cost class ``costly`` (LIME, KernelSHAP, Shapley sampling) run on the first ``n_images_costly``
     images only, when that is set: at 224² they take seconds per image.
 
-    A method that does not apply to the backbone gives rows with NaN scores and the reason. ``maps_out``, when
-    given, receives ``{method: maps}`` for figures. ``cluster``: the maps are scored on that Dask cluster
-    (:func:`xaiutils.metrics.score_maps`), the same scores. ``user_methods``: your own methods (entries of
-    :func:`xaiutils.plugins.parse_entries`), scored after ``methods`` under their names, each map batch validated
-    before scoring (:class:`xaiutils.plugins.InvalidMethod` otherwise).
+    A method that does not apply to the backbone gives rows with NaN scores and the reason. ``cluster``: the maps
+    are scored on that Dask cluster (:func:`xaiutils.metrics.score_maps`), the same scores. ``user_methods``: your
+    own methods (entries of :func:`xaiutils.plugins.parse_entries`), scored after ``methods`` under their names,
+    each map batch validated before scoring (:class:`xaiutils.plugins.InvalidMethod` otherwise).
     """
     user = {entry["name"]: entry for entry in plugins.parse_entries(user_methods)}
     methods = [*methods, *user]
-    model, sidecar, predictions = load_run(run_dir)
-    config = sidecar["config"]
-    correct = predictions.set_index("image")["correct"].reindex(images).to_numpy()
+    record = RunRecord.read(run_dir)
+    model, config = record.load_model(run_dir), record.config
+    correct = record.predictions.set_index("image")["correct"].reindex(images).to_numpy()
     if np.isnan(correct.astype(float)).any():
         raise ValueError(f"run {run_dir} has no prediction for some of the requested images")
-    frames = []
+    frames, kept = [], {} if keep_maps else None
     for method in tqdm(methods, desc=f"methods ({Path(run_dir).name})", leave=False, disable=not progress):
         costly = method not in user and explain.METHODS[explain.resolve_method(method)].cost == "costly"
         used = slice(0, n_images_costly) if costly and n_images_costly is not None else slice(None)
@@ -73,8 +81,8 @@ def explain_run(run_dir, bench, images: np.ndarray, methods, metric_names, resol
             maps = plugins.maps_of(model, x, targets, method, user=user, seed=seed, batch_size=batch_size)
             scores = metrics.score_maps(maps, masks, metrics=metric_names, resolution=resolution, n_jobs=n_jobs,
                                         cluster=cluster)
-            if maps_out is not None:
-                maps_out[method] = maps
+            if kept is not None:
+                kept[method] = maps
         except explain.NotApplicable as reason:
             scores = pd.DataFrame({name: np.nan for name in metric_names}, index=range(len(x)))
             scores["reason"] = f"not applicable: {reason}"
@@ -88,7 +96,7 @@ def explain_run(run_dir, bench, images: np.ndarray, methods, metric_names, resol
         table[key] = config[key]
     table["run"] = Path(run_dir).name
     properties = bench.metadata.set_index("image").loc[table["image"], list(LESION_COLUMNS)].reset_index(drop=True)
-    return pd.concat([table, properties], axis=1)
+    return ExplainedRun(pd.concat([table, properties], axis=1), kept)
 
 
 _WORKER_BENCH = {}
@@ -98,11 +106,9 @@ def _load_worker_bench(data_dir: str) -> None:
     _WORKER_BENCH["bench"] = data.load_benchmark(data_dir)
 
 
-def _explain_in_worker(run_dir, images, methods, metric_names, options, keep_maps):
-    maps = {} if keep_maps else None
-    table = explain_run(run_dir, _WORKER_BENCH["bench"], images, methods, metric_names, n_jobs=1, maps_out=maps,
-                        progress=False, **options)
-    return table, maps
+def _explain_in_worker(run_dir, images, methods, metric_names, options, keep_maps) -> ExplainedRun:
+    return explain_run(run_dir, _WORKER_BENCH["bench"], images, methods, metric_names, n_jobs=1, keep_maps=keep_maps,
+                       progress=False, **options)
 
 
 def explain_grid(grid_dir, run_names, data_dir, images: np.ndarray, methods, metric_names, workers: int = 1,
@@ -121,7 +127,7 @@ def explain_grid(grid_dir, run_names, data_dir, images: np.ndarray, methods, met
     each run is one Dask task instead (asking for the spec's ``task_resources``), whose maps are scored by tasks
     spread over the whole cluster; ``workers`` is then ignored.
     """
-    workers = runs.check_workers(workers)
+    workers = check_workers(workers)
     grid_dir, run_names = Path(grid_dir), list(run_names)
     tables, maps = {}, None
     bar = tqdm(total=len(run_names), desc="runs explained", disable=not progress)
@@ -133,9 +139,8 @@ def explain_grid(grid_dir, run_names, data_dir, images: np.ndarray, methods, met
     elif workers == 1:
         bench = data.load_benchmark(data_dir)
         for name in run_names:
-            kept = {} if name == maps_for else None
-            tables[name] = explain_run(grid_dir / name, bench, images, methods, metric_names, maps_out=kept,
-                                       progress=progress, **options)
+            tables[name], kept = explain_run(grid_dir / name, bench, images, methods, metric_names,
+                                             keep_maps=name == maps_for, progress=progress, **options)
             maps = kept if kept is not None else maps
             bar.update()
     else:

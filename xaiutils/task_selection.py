@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import data, models, parallel, pretrain, runs, train
+from . import data, models, parallel, pretrain, train
+from .pipeline.grid import check_workers
+from .run_record import RunRecord
 
 
 def train_task(name: str, inputs: np.ndarray, targets: np.ndarray, train_rows, val_rows, config: dict,
@@ -48,7 +50,7 @@ def train_task(name: str, inputs: np.ndarray, targets: np.ndarray, train_rows, v
                       "value": best, "chance": None}
     model_config = {**config, "task": name, "model": models.model_name(config["backbone"], config["width"]),
                     "n_classes": pretrain.n_outputs(name, config["n_bands"]), "preset": preset}
-    train.write_run(task_dir, net, model_config, history, {"val": metric})
+    RunRecord(model_config, history, {"val": metric}).write(task_dir, net)
     return history, metric
 
 
@@ -85,7 +87,7 @@ def train_and_select(tasks, task_data: dict, train_rows, val_rows, config: dict,
     transfer runs are queued as soon as its checkpoint is written. Every job is seeded by its own parameters, so
     the results do not depend on ``workers`` beyond the rounding of threaded kernels.
     """
-    workers = runs.check_workers(workers)
+    workers = check_workers(workers)
     task_dirs = {name: Path(out_dir) / "tasks" / name for name in tasks}
     seeds = list(config["selection_seeds"])
     histories, task_metrics, transfers = {}, {}, {}

@@ -7,7 +7,6 @@ preset, and moving them to the device once keeps the GPU fed (the data path is a
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from pathlib import Path
@@ -17,8 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ._io import write_atomic
-from .models import check_choice, save_weights
+from .models import check_choice
 
 # Training-time augmentation. "flips": each image is flipped left-right and/or up-down with probability 1/2
 # each, drawn per batch; lesion shape (the class) does not change under a flip.
@@ -359,13 +357,8 @@ def evaluate_loss(model, x, y, batch_size, device, start: int = 0) -> tuple[floa
 
 
 def write_run(out_dir: str | os.PathLike, model: nn.Module, config: dict, history: dict, metrics: dict) -> Path:
-    """Write ``model.pt`` (weights only) and ``model.json`` (config, history, metrics) into ``out_dir``.
+    """Write ``model.pt`` (weights only) and ``model.json`` (config, history, metrics) into ``out_dir``, the
+    sidecar last: ``RunRecord(config, history, metrics).write(out_dir, model)`` (:mod:`xaiutils.run_record`)."""
+    from .run_record import RunRecord
 
-    The sidecar is written last, through a temporary name: a folder with ``model.json`` is a finished run.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_weights(model, out_dir / "model.pt")
-    sidecar = {"config": config, "history": history, "metrics": metrics}
-    write_atomic(out_dir / "model.json", json.dumps(sidecar, indent=2, default=float) + "\n")
-    return out_dir
+    return RunRecord(config, history, metrics).write(out_dir, model)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import write_atomic
+from ..run_record import RunRecord
 from .inputs import INPUTS_FILE, check_grid_inputs, input_fingerprint
 from .locks import FolderBusy, folder_lock, lock_file, lock_owner, remove_dead_leftovers, remove_leftovers
 from .params import prepare_notebook, read_yaml_file
@@ -246,13 +247,8 @@ def run_grid(
               " is writing", file=sys.stderr, flush=True)
         run_cell(cell, wait=None)
 
-    rows = []
-    for cell in cells:
-        sidecar = json.loads((out_dir / cell_name(cell) / "model.json").read_text())
-        rows.append({**cell, "run": cell_name(cell), "model": sidecar["config"].get("model"),
-                     **{f"test_{key}": value for key, value in sidecar["metrics"]["test"].items()},
-                     "val_accuracy": sidecar["metrics"]["val"]["accuracy"],
-                     "best_epoch": sidecar["history"]["best_epoch"], "train_seconds": sidecar["history"]["seconds"]})
+    rows = [{**cell, "run": cell_name(cell), **RunRecord.read(out_dir / cell_name(cell), predictions=False).grid_row()}
+            for cell in cells]
     table = pd.DataFrame(rows)
     write_atomic(out_dir / "accuracy.csv", table.to_csv(index=False))
     table.attrs["executed"] = executed

@@ -6,10 +6,10 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from scipy import ndimage
 
 from xaiutils import data, presets
+from xaiutils.synth import dataset as synth_dataset
 
 SMALL = {"n_subjects": 6, "slices_per_subject": 4}
 
@@ -148,19 +148,45 @@ def test_verify_detects_tampering(small, tmp_path):
         data.load_benchmark(tmp_path)
 
 
-def test_torch_dataset(small):
-    train = data.BenchmarkDataset(small, split="train", channels=3, with_mask=True)
-    assert len(train) == (small.metadata["split"] == "train").sum()
-    image, label, mask = train[0]
-    row = train.indices[0]
-    assert image.shape == (3, 64, 64) and image.dtype == torch.float32
-    assert torch.equal(image[1], torch.from_numpy(small.images[row]))
-    assert label.item() == small.labels[row] and torch.equal(mask, torch.from_numpy(small.masks[row]))
-    loader = torch.utils.data.DataLoader(data.BenchmarkDataset(small.path, split="test"), batch_size=4)
-    images, labels = next(iter(loader))
-    assert images.shape == (4, 1, 64, 64) and labels.dtype == torch.long
+def test_split_indices(small):
+    for split in data.SPLITS:
+        np.testing.assert_array_equal(small.indices(split), np.flatnonzero(small.metadata["split"] == split))
+    np.testing.assert_array_equal(small.indices(), np.arange(len(small)))
     with pytest.raises(ValueError, match="unknown split 'dev'; valid splits: train, val, test"):
-        data.BenchmarkDataset(small, split="dev")
+        small.indices("dev")
+
+
+def test_voxel_size_is_the_length_of_each_affine_column():
+    rotation = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation * [2.0, 3.0, 1.5]  # columns scaled: voxel axes of 2, 3 and 1.5 mm, rotated
+    affine[:3, 3] = (-90, 12, 40)
+    np.testing.assert_allclose(data.voxel_size(affine), [2.0, 3.0, 1.5])
+    volume = data.Volume("sub", np.zeros((2, 2, 2), np.float32), np.ones((2, 2, 2), bool), affine)
+    np.testing.assert_allclose(volume.zooms, [2.0, 3.0, 1.5])
+
+
+def test_old_names_still_work_with_a_deprecation_warning():
+    config = presets.resolve("data", "smoke")
+    for old, new in [("lesion_params", "lesion_params_from_config"), ("variability", "variability_from_config")]:
+        with pytest.warns(DeprecationWarning, match=f"data.{old} is deprecated.*data.{new}"):
+            assert getattr(data, old)(config) == getattr(data, new)(config)
+    with pytest.warns(DeprecationWarning, match="data.resolve_source is deprecated"):
+        assert data.resolve_source("mni152") == data.resolve_volume_source("mni152") == "mni152"
+
+
+def test_facade_and_modules_name_the_same_objects():
+    from xaiutils import lesions, mri, synth
+    from xaiutils.synth import lesions as synth_lesions
+
+    for name in mri.__all__:
+        if hasattr(data, name):
+            assert getattr(data, name) is getattr(mri, name), name
+    for name in synth.__all__:
+        assert getattr(data, name) is getattr(synth, name), name
+    for name in lesions.__all__:  # the old module re-exports the moved lesion generators and Otsu's thresholds
+        home = synth_lesions if hasattr(synth_lesions, name) else mri
+        assert getattr(lesions, name) is getattr(home, name), name
 
 
 def test_presence_task_and_white_matter_placement():
@@ -309,7 +335,7 @@ def test_failure_while_writing_leaves_nothing_behind(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(data, "to_nifti_stack", broken)
+    monkeypatch.setattr(synth_dataset, "to_nifti_stack", broken)
     with pytest.raises(OSError, match="disk full"):
         data.make_benchmark(out, progress=False, n_subjects=3, slices_per_subject=2)
     assert not out.exists() and list(tmp_path.iterdir()) == []

@@ -213,4 +213,4 @@ def test_data_home_from_environment(monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match="fetch_ixi"):
         fetch.ixi_folder(must_exist=True)
     with pytest.raises(FileNotFoundError, match="fetch_ixi"):
-        data.resolve_source("ixi")
+        data.resolve_volume_source("ixi")

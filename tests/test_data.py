@@ -180,8 +180,7 @@ def test_facade_and_modules_name_the_same_objects():
     from xaiutils.synth import lesions as synth_lesions
 
     for name in mri.__all__:
-        if hasattr(data, name):
-            assert getattr(data, name) is getattr(mri, name), name
+        assert getattr(data, name) is getattr(mri, name), name
     for name in synth.__all__:
         assert getattr(data, name) is getattr(synth, name), name
     for name in lesions.__all__:  # the old module re-exports the moved lesion generators and Otsu's thresholds

@@ -33,56 +33,10 @@ import functools
 import warnings
 from collections.abc import Callable
 
-from .mri.anatomy import (
-    FOV_MARGIN,
-    Anatomy,
-    axial_band,
-    brain_area_per_level,
-    level_to_mm,
-    prepare_anatomy,
-    template_anatomy,
-)
-from .mri.brain import compute_brain_mask, load_mni152
-from .mri.nifti import (
-    MASK_SUFFIXES,
-    MAX_NONFINITE,
-    MODALITY_SUFFIXES,
-    VOLUME_SUFFIXES,
-    Volume,
-    VolumeFile,
-    find_volumes,
-    load_volume,
-    load_volumes,
-    read_nifti,
-    subject_id,
-    voxel_size,
-)
-from .mri.slices import BIAS_SPACING_MM, CONTROL_SPACING_MM, Variability, sample_slices, scale_to_brain
-from .synth.benchmark import Benchmark, content_hash
-from .synth.dataset import (
-    ARRAY_FILES,
-    CARD_FILE,
-    HASHED_FILES,
-    NIFTI_FILES,
-    from_nifti_stack,
-    load_benchmark,
-    make_benchmark,
-    to_nifti_stack,
-    write_benchmark,
-)
-from .synth.generate import assign_splits, synthesize
-from .synth.parameters import (
-    CLASS_NAMES,
-    IXI_SOURCE,
-    SPLITS,
-    TASKS,
-    TEMPLATE_SOURCE,
-    check_config,
-    describe_volume_source,
-    lesion_params_from_config,
-    resolve_volume_source,
-    variability_from_config,
-)
+from . import mri, synth
+from .mri import *  # noqa: F403  (the façade: every name of the two packages)
+from .synth import *  # noqa: F403
+from .synth.parameters import lesion_params_from_config, resolve_volume_source, variability_from_config
 
 
 def _deprecated(function: Callable, old_name: str) -> Callable:
@@ -102,14 +56,4 @@ lesion_params = _deprecated(lesion_params_from_config, "lesion_params")
 variability = _deprecated(variability_from_config, "variability")
 resolve_source = _deprecated(resolve_volume_source, "resolve_source")
 
-__all__ = [
-    "ARRAY_FILES", "BIAS_SPACING_MM", "CARD_FILE", "CLASS_NAMES", "CONTROL_SPACING_MM", "FOV_MARGIN", "HASHED_FILES",
-    "IXI_SOURCE", "MASK_SUFFIXES", "MAX_NONFINITE", "MODALITY_SUFFIXES", "NIFTI_FILES", "SPLITS", "TASKS",
-    "TEMPLATE_SOURCE", "VOLUME_SUFFIXES", "Anatomy", "Benchmark", "Variability", "Volume", "VolumeFile",
-    "assign_splits", "axial_band", "brain_area_per_level", "check_config", "compute_brain_mask", "content_hash",
-    "describe_volume_source", "find_volumes", "from_nifti_stack", "lesion_params", "lesion_params_from_config",
-    "level_to_mm", "load_benchmark", "load_mni152", "load_volume", "load_volumes", "make_benchmark",
-    "prepare_anatomy", "read_nifti", "resolve_source", "resolve_volume_source", "sample_slices", "scale_to_brain",
-    "subject_id", "synthesize", "template_anatomy", "to_nifti_stack", "variability", "variability_from_config",
-    "voxel_size", "write_benchmark",
-]
+__all__ = [*mri.__all__, *synth.__all__, "lesion_params", "resolve_source", "variability"]

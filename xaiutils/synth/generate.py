@@ -18,17 +18,8 @@ from ..mri.anatomy import axial_band, level_to_mm, prepare_anatomy, template_ana
 from ..mri.nifti import find_volumes, load_volume
 from ..mri.slices import sample_slices
 from . import lesions as lesion_lib
+from . import parameters
 from .benchmark import Benchmark, content_hash
-from .parameters import (
-    CLASS_NAMES,
-    SPLITS,
-    TEMPLATE_SOURCE,
-    check_config,
-    describe_volume_source,
-    lesion_params_from_config,
-    resolve_volume_source,
-    variability_from_config,
-)
 
 
 def assign_splits(n_subjects: int, fractions, rng: np.random.Generator) -> np.ndarray:
@@ -42,7 +33,7 @@ def assign_splits(n_subjects: int, fractions, rng: np.random.Generator) -> np.nd
         donor = int(np.argmax(counts))
         counts[donor] -= 1
         counts[index] += 1
-    names = np.repeat(np.array(SPLITS), counts)
+    names = np.repeat(np.array(parameters.SPLITS), counts)
     return names[rng.permutation(n_subjects)]
 
 
@@ -53,15 +44,15 @@ def _balanced_labels(count: int, extra: int, rng: np.random.Generator) -> np.nda
 
 def synthesize(config: dict[str, Any], progress: bool = True) -> Benchmark:
     """Build the benchmark in memory from a resolved ``data`` configuration (see ``presets``)."""
-    cfg = check_config(config)
-    params = lesion_params_from_config(cfg)
+    cfg = parameters.check_config(config)
+    params = parameters.lesion_params_from_config(cfg)
     size = int(cfg["image_size"])
     per_subject = int(cfg["slices_per_subject"])
-    volume_source = resolve_volume_source(cfg["source"])
+    volume_source = parameters.resolve_volume_source(cfg["source"])
     root = np.random.SeedSequence(int(cfg["seed"]))
     split_seq, subject_seq, choice_seq = root.spawn(3)
 
-    if volume_source == TEMPLATE_SOURCE:
+    if volume_source == parameters.TEMPLATE_SOURCE:
         n_subjects = int(cfg["n_subjects"])
         subjects = [f"pseudo{index:03d}" for index in range(n_subjects)]
         files = [None] * n_subjects
@@ -71,7 +62,7 @@ def synthesize(config: dict[str, Any], progress: bool = True) -> Benchmark:
                 f"slices_per_subject={per_subject} exceeds the {len(template.band)} levels of the axial band "
                 f"(min_brain_fraction={cfg['min_brain_fraction']})"
             )
-        vary = variability_from_config(cfg)
+        vary = parameters.variability_from_config(cfg)
     else:
         found = find_volumes(volume_source)
         if len(found) > cfg["n_subjects"]:
@@ -90,10 +81,10 @@ def synthesize(config: dict[str, Any], progress: bool = True) -> Benchmark:
 
     splits = assign_splits(n_subjects, cfg["split_fractions"], np.random.default_rng(split_seq))
     rank_in_split = np.zeros(n_subjects, int)
-    for name in SPLITS:
+    for name in parameters.SPLITS:
         members = np.flatnonzero(splits == name)
         rank_in_split[members] = np.arange(len(members))
-    class_names = CLASS_NAMES[cfg["task"]]
+    class_names = parameters.CLASS_NAMES[cfg["task"]]
     images, masks, brains, labels, rows, lesion_rows = [], [], [], [], [], []
     subject_seeds = subject_seq.spawn(n_subjects)
     for index in tqdm(range(n_subjects), desc="subjects", disable=not progress):
@@ -179,8 +170,9 @@ def synthesize(config: dict[str, Any], progress: bool = True) -> Benchmark:
         "image_size": size,
         "seed": int(cfg["seed"]),
         "parameters": {key: (list(v) if isinstance(v, tuple) else v) for key, v in cfg.items()},
-        "source": describe_volume_source(volume_source),
-        "counts": {split: {name: int(counts.get((split, name), 0)) for name in class_names} for split in SPLITS},
+        "source": parameters.describe_volume_source(volume_source),
+        "counts": {split: {name: int(counts.get((split, name), 0)) for name in class_names}
+                   for split in parameters.SPLITS},
         "content_hash": content_hash(bench),
         "versions": versions(),
         "conventions": {

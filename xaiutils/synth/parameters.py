@@ -53,9 +53,9 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"seed must be a non-negative integer, got {cfg['seed']!r}")
     params = lesion_params_from_config(cfg)
     variability_from_config(cfg)
-    source = cfg["source"]
-    if not isinstance(source, (str, os.PathLike)):
-        raise ValueError(f"source must be {TEMPLATE_SOURCE!r}, {IXI_SOURCE!r} or a folder, got {source!r}")
+    volume_source = cfg["source"]
+    if not isinstance(volume_source, (str, os.PathLike)):
+        raise ValueError(f"source must be {TEMPLATE_SOURCE!r}, {IXI_SOURCE!r} or a folder, got {volume_source!r}")
     # as the lesion generator reads them (checked: whole lesion counts, finite numbers), so the card records
     # exactly the values used
     cfg["n_lesions"], cfg["radius_range"] = params.n_lesions, params.radius_range

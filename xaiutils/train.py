@@ -6,9 +6,11 @@ preset, and moving them to the device once keeps the GPU fed (the data path is a
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -201,6 +203,22 @@ def cache_bytes(model: nn.Module, x: torch.Tensor, n_variants: int) -> int:
     return one.numel() * 4 * len(x) * n_variants
 
 
+@contextlib.contextmanager
+def seeded_training(seed: int, device: torch.device) -> Iterator[None]:
+    """Within the block, torch's global generator is seeded with ``seed`` (``torch.manual_seed``: dropout masks)
+    and, on CUDA, cuDNN's benchmark mode is on (fixed input size: cuDNN picks its fastest kernels). Afterwards the
+    caller's state is back: the CPU generator's (and, training on a GPU, that GPU's) and the benchmark setting."""
+    benchmark = torch.backends.cudnn.benchmark
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            if device.type == "cuda":
+                torch.backends.cudnn.benchmark = True
+            yield
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+
+
 def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float = 1e-3, batch_size: int = 32,
         patience: int = 3, weight_decay: float = 0.0, seed: int = 0, device=None, progress: bool = True,
         augment: str = "none", lr_schedule: str = "constant", cache_frozen: bool | None = None) -> dict:
@@ -252,10 +270,7 @@ def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float 
     scheduler = (torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=epochs * steps_per_epoch)
                  if lr_schedule == "onecycle" else None)
     loss_function = nn.CrossEntropyLoss()
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # dropout masks
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
+    generator = torch.Generator().manual_seed(seed)  # data order and augmentation draws
 
     def forward(inputs):
         return model.forward_from(inputs, start) if cache_frozen else model(inputs)
@@ -265,44 +280,45 @@ def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float 
     stopper = EarlyStopping(patience)
     started = time.perf_counter()
     bar = tqdm(range(1, epochs + 1), desc="epochs", disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
-        # Running sums stay on the device: no host synchronisation inside the step loop.
-        total = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        epoch_started = time.perf_counter()
-        for index in batches(len(y_train), batch_size, generator, device):
-            optimiser.zero_grad(set_to_none=True)
-            if not cache_frozen:
-                x = augment_batch(x_train[index], generator, augment)  # "none" draws nothing, returns the batch
-            elif augment == "flips":
-                x = flip_cache.get(draw_flip_variants(len(index), generator).to(device), index)
-            else:
-                x = x_train[0, index]
-            if channels_last and x.ndim == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device):
-                logits = forward(x)
-                loss = loss_function(logits.float(), y_train[index])
-            loss.backward()
-            optimiser.step()
-            if scheduler is not None:
-                scheduler.step()
-            total += loss.detach() * len(index)
-            correct += (logits.detach().argmax(1) == y_train[index]).sum()
-            seen += len(index)
-        train_loss, train_accuracy = float(total) / seen, int(correct) / seen  # synchronises
-        train_seconds = time.perf_counter() - epoch_started
-        val_loss, val_accuracy = evaluate_loss(model, x_val, y_val, batch_size, device,
-                                               start=start if cache_frozen else 0)
-        record = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
-                  "val_loss": val_loss, "val_accuracy": val_accuracy, "train_seconds": round(train_seconds, 4),
-                  "train_images_per_second": round(seen / train_seconds, 2)}
-        history["epochs"].append(record)
-        bar.set_postfix(train_loss=f"{record['train_loss']:.3f}", val_loss=f"{val_loss:.3f}")
-        if stopper.update(val_loss, epoch, model):
-            break
+    with seeded_training(seed, device):
+        for epoch in bar:
+            model.train()
+            # Running sums stay on the device: no host synchronisation inside the step loop.
+            total = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
+            epoch_started = time.perf_counter()
+            for index in batches(len(y_train), batch_size, generator, device):
+                optimiser.zero_grad(set_to_none=True)
+                if not cache_frozen:
+                    x = augment_batch(x_train[index], generator, augment)  # "none" draws nothing, returns the batch
+                elif augment == "flips":
+                    x = flip_cache.get(draw_flip_variants(len(index), generator).to(device), index)
+                else:
+                    x = x_train[0, index]
+                if channels_last and x.ndim == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast(device):
+                    logits = forward(x)
+                    loss = loss_function(logits.float(), y_train[index])
+                loss.backward()
+                optimiser.step()
+                if scheduler is not None:
+                    scheduler.step()
+                total += loss.detach() * len(index)
+                correct += (logits.detach().argmax(1) == y_train[index]).sum()
+                seen += len(index)
+            train_loss, train_accuracy = float(total) / seen, int(correct) / seen  # synchronises
+            train_seconds = time.perf_counter() - epoch_started
+            val_loss, val_accuracy = evaluate_loss(model, x_val, y_val, batch_size, device,
+                                                   start=start if cache_frozen else 0)
+            record = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
+                      "val_loss": val_loss, "val_accuracy": val_accuracy, "train_seconds": round(train_seconds, 4),
+                      "train_images_per_second": round(seen / train_seconds, 2)}
+            history["epochs"].append(record)
+            bar.set_postfix(train_loss=f"{record['train_loss']:.3f}", val_loss=f"{val_loss:.3f}")
+            if stopper.update(val_loss, epoch, model):
+                break
     stopper.restore(model, history)
     if channels_last:
         model.to(memory_format=torch.contiguous_format)

@@ -130,7 +130,7 @@ pd.Series({key: str(value) for key, value in config.items()}, name="value").to_f
 size = int(config["image_size"])
 template = data.template_anatomy(size, float(config["min_brain_fraction"]))
 level = template.band[len(template.band) // 2]
-variability = data.variability(config)
+variability = data.variability_from_config(config)
 shown = [data.sample_slices(template, [level], size)[0][0]]
 pseudo_seeds = np.random.SeedSequence(int(config["seed"])).spawn(4)
 if config["source"] == "mni152":
@@ -155,7 +155,7 @@ fig.savefig(out_dir / "pseudo_subjects.png", dpi=120)
 # check on the generators, not a feature the classifier is given. Contours mark the mask binarised at 0.5.
 
 # %%
-params = data.lesion_params(config)
+params = data.lesion_params_from_config(config)
 rng = np.random.default_rng(int(config["seed"]))
 fig, axes = plt.subplots(2, 5, figsize=(11, 5.4))
 for row, shape in enumerate(lesions.SHAPES):

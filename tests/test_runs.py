@@ -35,6 +35,21 @@ FAILING_NOTEBOOK = textwrap.dedent(
 )
 
 
+def test_runs_re_exports_the_pipeline_and_the_io_helpers():
+    from xaiutils import _io, pipeline  # noqa: F401
+    from xaiutils.pipeline import grid, inputs, locks, params, paths, runner
+
+    for module in (grid, inputs, locks, params, paths, runner):
+        for name in dir(module):
+            value = getattr(module, name)
+            if getattr(value, "__module__", None) == module.__name__ and not name.startswith("_"):
+                assert getattr(runs, name) is value, f"runs.{name} is not {module.__name__}.{name}"
+    assert runs.write_atomic is _io.write_atomic and runs.run_grid is grid.run_grid
+    assert set(runs.__all__) <= set(dir(runs))
+    for module in (paths, locks, params, runner, inputs, grid):  # one job each: no module over about 400 lines
+        assert len(Path(module.__file__).read_text().splitlines()) <= 400, module.__name__
+
+
 def test_parse_value_reads_yaml_scalars_and_lists():
     assert runs.parse_value("3") == 3
     assert runs.parse_value("0.5") == 0.5

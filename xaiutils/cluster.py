@@ -1,5 +1,8 @@
 """Dask clusters for the grid's cells and the scoring: a scheduler address or a cluster spec file.
 
+(One module of about 400 lines on purpose: it does one job, getting work onto a Dask cluster; half of it checks the
+spec, which the task submission next to it relies on.)
+
 Nothing here schedules work: Dask does (``distributed.Client``, its futures and worker resources; joblib's
 ``dask`` backend for the scoring; ``dask_jobqueue`` starts the batch jobs). This module turns what the user
 gives (``--cluster``, notebook 4's ``cluster`` parameter, ``run_grid(cluster=...)``) into a client, and checks a

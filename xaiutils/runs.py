@@ -69,18 +69,18 @@ from .pipeline.paths import (
     project_root,
     runs_root,
 )
-from .pipeline.runner import describe_failure, run_notebook
+from .pipeline.runner import describe_failure, execute, run_notebook
 
 _lock_owner = lock_owner  # the name cluster.py used before the split
 
 __all__ = [
-    "GRID_KEYS", "INPUTS_FILE", "LOCK_POLL_SECONDS", "NOTEBOOK_FORMAT", "RUNS_ENV", "STAMP_FILE", "FolderBusy",
-    "Terminated", "available_notebooks", "cell_name", "check_grid_inputs", "check_parameter_types", "check_workers",
-    "dataset_hash", "default_out_dir", "describe_failure", "expected_parameter_types", "file_stamp", "find_notebook",
-    "folder_lock", "grid_cells", "grid_inputs", "input_fingerprint", "is_finished", "kernel_threads", "lock_file",
-    "lock_owner", "move_into_place", "new_partial_folder", "notebook_parameter_defaults", "notebook_parameters",
-    "notebooks_dir", "parse_value", "prepare_notebook", "project_root", "read_card", "read_grid_file",
-    "read_notebook", "read_yaml_file", "remove_dead_leftovers", "remove_leftovers", "run_grid", "run_grid_cell",
-    "run_notebook", "runs_root", "signals_deferred", "stamp_matches", "terminate_like_interrupt", "write_atomic",
-    "write_stamp",
+    "GRID_KEYS", "INPUTS_FILE", "LOCK_POLL_SECONDS", "NOTEBOOK_FORMAT", "RUNS_ENV", "STAMP_FILE",
+    "available_notebooks", "cell_name", "check_grid_inputs", "check_parameter_types", "check_workers",
+    "dataset_hash", "default_out_dir", "describe_failure", "execute", "expected_parameter_types", "file_stamp",
+    "find_notebook", "folder_lock", "FolderBusy", "grid_cells", "grid_inputs", "input_fingerprint", "is_finished",
+    "kernel_threads", "lock_file", "lock_owner", "move_into_place", "new_partial_folder",
+    "notebook_parameter_defaults", "notebook_parameters", "notebooks_dir", "parse_value", "prepare_notebook",
+    "project_root", "read_card", "read_grid_file", "read_notebook", "read_yaml_file", "remove_dead_leftovers",
+    "remove_leftovers", "run_grid", "run_grid_cell", "run_notebook", "runs_root", "signals_deferred",
+    "stamp_matches", "terminate_like_interrupt", "Terminated", "write_atomic", "write_stamp",
 ]

@@ -30,7 +30,7 @@
 # **pseudo-subjects are simulated variability of that one anatomy**, not different people. Each is the template
 # under a random smooth (B-spline) deformation with a small rotation and scaling, a random intensity curve, a
 # smooth bias field and Rician noise, all drawn from the seed. The reference study
-# {cite:p}`oliveira2024benchmarking` used slices of real subjects' scans; with `source` set to a folder of T1
+# {cite:p}`oliveira2024benchmarking` used slices of real subjects' scans; with `volume_source` set to a folder of T1
 # NIfTI volumes (or to `"ixi"` after `xaiutils.fetch.fetch_ixi()` has downloaded the IXI collection) this
 # notebook uses real subjects instead, one volume per subject.
 #
@@ -68,7 +68,7 @@ from xaiutils.book import glue
 preset = "book"
 # Volumes: "mni152" (pseudo-subjects from nilearn's template), "ixi" (IXI T1, fetched beforehand with
 # xaiutils.fetch.fetch_ixi()), or a folder of T1 NIfTI volumes (None: preset value, "mni152").
-source = None
+volume_source = None
 # Number of (pseudo-)subjects; with a folder, a random subset of this size (None: preset value).
 n_subjects = None
 # Distinct axial levels drawn per subject from the band with enough brain (None: preset value).
@@ -78,7 +78,7 @@ image_size = None
 # Axial band: levels whose brain area is at least this fraction of the largest level's (None: preset value).
 min_brain_fraction = None
 # "shape": regular vs irregular lesions; "presence": lesions vs none (None: preset value, "shape").
-task = None
+lesion_task = None
 # Lesions per image as an inclusive range [low, high] (None: preset value).
 n_lesions = None
 # Equivalent lesion radius sqrt(area / pi) in pixels, [low, high] (None: preset value).
@@ -95,10 +95,10 @@ min_gap = None
 irregularity = None
 # Where lesions may go: "brain" (inside the brain mask) or "white_matter" (None: preset value, "brain").
 placement = None
-# Pseudo-subjects (source "mni152" only), the simulated variability of one anatomy (None: preset values): SD of the
-# B-spline deformation in mm, in-plane rotation drawn from +- rotation_deg, isotropic scaling from 1 +- scale_jitter,
-# SD of the log gamma of the intensity curve, SD of the smooth log bias field, and the Rician noise SD relative to
-# bright brain tissue.
+# Pseudo-subjects (volume_source "mni152" only), the simulated variability of one anatomy (None: preset values):
+# SD of the B-spline deformation in mm, in-plane rotation drawn from +- rotation_deg, isotropic scaling from
+# 1 +- scale_jitter, SD of the log gamma of the intensity curve, SD of the smooth log bias field, and the Rician
+# noise SD relative to bright brain tissue.
 deformation_mm = None
 rotation_deg = None
 scale_jitter = None
@@ -133,7 +133,7 @@ level = template.band[len(template.band) // 2]
 variability = data.variability_from_config(config)
 shown = [data.sample_slices(template, [level], size)[0][0]]
 pseudo_seeds = np.random.SeedSequence(int(config["seed"])).spawn(4)
-if config["source"] == "mni152":
+if config["volume_source"] == "mni152":
     shown += [data.sample_slices(template, [level], size, np.random.default_rng(s), variability)[0][0]
               for s in pseudo_seeds]
 titles = ["template", *[f"pseudo-subject {i + 1}" for i in range(len(shown) - 1)]]
@@ -193,7 +193,7 @@ images, masks, labels, metadata, card = bench
 print(f"{len(bench)} images of {size}² pixels from {card['n_subjects']} subjects in {seconds:.1f} s "
       f"({len(bench) / seconds:.0f} images/s, files included)")
 print(f"content hash: {card['content_hash']}")
-print(f"source: {card['source']['name']} ({card['source']['note']})")
+print(f"volume source: {card['source']['name']} ({card['source']['note']})")
 glue("n_images", len(bench))
 glue("n_subjects", card["n_subjects"])
 glue("image_size", size)
@@ -292,7 +292,7 @@ runs.write_atomic(out_dir / "data_summary.json", json.dumps(summary, indent=2) +
 #   brain masks, labels and metadata; its card records the parameters, seed, versions and content hash. Later
 #   notebooks read it from `runs/<preset>/01_data/dataset`.
 # - With the default source the subjects are pseudo-subjects: simulated variability of one template anatomy,
-#   not real people. Real volumes can replace them through the `source` parameter.
+#   not real people. Real volumes can replace them through the `volume_source` parameter.
 # - The classes differ in lesion shape only; size and contrast distributions match, and a simple shape statistic
 #   (solidity) separates them, so the task is learnable from the lesion pixels alone.
 # - Sizes, lesion parameters and pseudo-subject variability are our choices, not the reference study's.

@@ -107,3 +107,15 @@ def test_every_data_key_is_a_notebook_parameter(tmp_path):
     runs.check_parameter_types(notebook, {"noise": 0.0, "split_fractions": [0.5, 0.25, 0.25]}, "smoke")
     with pytest.raises(ValueError, match="noise"):
         runs.check_parameter_types(notebook, {"noise": "loud"}, "smoke")
+
+
+def test_renamed_data_parameters_still_work_for_one_release():
+    # "source" meant both the volumes and the pre-training weights, "task" both the lesion task and the
+    # pre-training task: the data step's are now volume_source and lesion_task
+    with pytest.warns(DeprecationWarning, match="'source' is now called 'volume_source'"):
+        old = presets.resolve("data", "smoke", source="ixi")
+    assert old["volume_source"] == "ixi" and "source" not in old
+    with pytest.warns(DeprecationWarning, match="'task' is now called 'lesion_task'"):
+        assert presets.resolve("data", "smoke", task="presence")["lesion_task"] == "presence"
+    with pytest.raises(ValueError, match="give 'lesion_task' only"), pytest.warns(DeprecationWarning):
+        presets.resolve("data", "smoke", task="presence", lesion_task="shape")

@@ -189,7 +189,7 @@ def test_facade_and_modules_name_the_same_objects():
 
 
 def test_presence_task_and_white_matter_placement():
-    config = presets.resolve("data", "smoke", n_subjects=4, slices_per_subject=4, task="presence",
+    config = presets.resolve("data", "smoke", n_subjects=4, slices_per_subject=4, lesion_task="presence",
                              placement="white_matter", radius_range=(1.5, 2.5), n_lesions=(1, 2),
                              split_fractions=(0.5, 0.25, 0.25))
     bench = data.synthesize(config, progress=False)
@@ -260,7 +260,7 @@ def test_real_volume_folder(tmp_path):
     volumes = data.load_volumes(folder)
     assert [v.mask_source for v in volumes] == ["file", "computed", "file", "computed"]
     assert all(v.t1.ndim == 3 and v.brain_mask.shape == v.t1.shape for v in volumes)
-    path = data.make_benchmark(tmp_path / "dataset", source=str(folder), n_subjects=4, slices_per_subject=2,
+    path = data.make_benchmark(tmp_path / "dataset", volume_source=str(folder), n_subjects=4, slices_per_subject=2,
                                image_size=32, radius_range=(1.5, 2.5), split_fractions=(0.5, 0.25, 0.25),
                                progress=False)
     bench = data.load_benchmark(path, verify=True)
@@ -280,7 +280,7 @@ def test_corrupt_and_non_3d_nifti_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"cannot read T1 volume .*broken_T1w\.nii\.gz.*not a readable NIfTI"):
         data.find_volumes(folder)
     with pytest.raises(ValueError, match="broken_T1w"):
-        data.make_benchmark(tmp_path / "out" / "dataset", source=str(folder), progress=False)
+        data.make_benchmark(tmp_path / "out" / "dataset", volume_source=str(folder), progress=False)
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
     flat = tmp_path / "flat.nii.gz"
@@ -302,8 +302,8 @@ def test_folder_without_volumes(tmp_path):
         data.load_volumes(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         data.find_volumes(tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match=r"unknown source 'nowhere'.*'mni152'.*'ixi'"):
-        data.make_benchmark(tmp_path / "dataset", source="nowhere", progress=False)
+    with pytest.raises(FileNotFoundError, match=r"unknown volume_source 'nowhere'.*'mni152'.*'ixi'"):
+        data.make_benchmark(tmp_path / "dataset", volume_source="nowhere", progress=False)
     assert not (tmp_path / "dataset").exists() and _no_partials(tmp_path)
 
 
@@ -343,7 +343,7 @@ def test_failure_while_writing_leaves_nothing_behind(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"task": "colour"}, "unknown task 'colour'; valid tasks: shape, presence"),
+        ({"lesion_task": "colour"}, "unknown lesion_task 'colour'; valid choices: shape, presence"),
         ({"placement": "skull"}, "unknown placement 'skull'; valid placements: brain, white_matter"),
         ({"split_fractions": (0.5, 0.5)}, "split_fractions must be 3 non-negative numbers"),
         ({"image_size": 8}, "image_size must be at least 16"),

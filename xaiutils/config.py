@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -25,6 +26,9 @@ class Step:
     """A step's parameters. ``name`` is the step's name in :class:`Preset` and in error messages."""
 
     name: ClassVar[str] = ""
+    # Parameters renamed so that one word means one thing: old name -> new name. The old name still works as an
+    # override for one release, with a DeprecationWarning.
+    renamed: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def parameter_names(cls) -> list[str]:
@@ -36,6 +40,13 @@ class Step:
 
     def with_overrides(self, **overrides: Any) -> Step:
         """A copy with every non-``None`` override applied; an unknown name is refused with the valid ones."""
+        for old, new in self.renamed.items():
+            if old in overrides:
+                warnings.warn(f"the {self.name} parameter {old!r} is now called {new!r}", DeprecationWarning,
+                              stacklevel=3)
+                if new in overrides:
+                    raise ValueError(f"give {new!r} only; {old!r} is its old name")
+                overrides = {(new if key == old else key): value for key, value in overrides.items()}
         unknown = sorted(set(overrides) - set(self.parameter_names()))
         if unknown:
             raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for step {self.name!r}; "
@@ -57,12 +68,14 @@ class DataConfig(Step):
     """Notebook 1: the benchmark dataset (pseudo-subjects or real volumes, slices, synthetic lesions, splits)."""
 
     name: ClassVar[str] = "data"
-    source: str  # volumes: "mni152" (pseudo-subjects from nilearn's template), "ixi" (fetched IXI T1), or a folder
+    # "source" meant both these volumes and the pre-training weights; "task" both this and the pre-training task
+    renamed: ClassVar[dict[str, str]] = {"source": "volume_source", "task": "lesion_task"}
+    volume_source: str  # "mni152" (pseudo-subjects from nilearn's template), "ixi" (fetched IXI T1), or a folder
     n_subjects: int
     slices_per_subject: int  # distinct axial levels per subject, drawn from the band
     image_size: int  # pixels per side
     min_brain_fraction: float  # axial band: slices with >= this fraction of the largest slice's brain area
-    task: str  # "shape": regular vs irregular lesions; "presence": lesions vs none
+    lesion_task: str  # "shape": regular vs irregular lesions; "presence": lesions vs none
     n_lesions: tuple[int, int]  # lesions per image (inclusive)
     radius_range: tuple[float, float]  # equivalent lesion radius, pixels
     max_aspect: float  # ellipse aspect ratio drawn from [1, max_aspect]
@@ -214,7 +227,8 @@ def _control_maps() -> list[str]:
 SMOKE = Preset(
     overview=OverviewConfig(min_brain_fraction=0.6, n_slices_shown=8),
     data=DataConfig(
-        source="mni152", n_subjects=48, slices_per_subject=16, image_size=64, min_brain_fraction=0.6, task="shape",
+        volume_source="mni152", n_subjects=48, slices_per_subject=16, image_size=64, min_brain_fraction=0.6,
+        lesion_task="shape",
         n_lesions=(1, 2), radius_range=(4.0, 8.0), max_aspect=1.5, irregularity=0.4, lesion_contrast=(0.3, 0.6),
         edge_softness=1.0, min_gap=1.0, placement="brain", deformation_mm=5.0, rotation_deg=5.0, scale_jitter=0.05,
         contrast_jitter=0.15, bias_field=0.2, noise=0.02, split_fractions=(0.6, 0.2, 0.2), seed=0,

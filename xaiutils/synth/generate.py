@@ -48,7 +48,7 @@ def synthesize(config: dict[str, Any], progress: bool = True) -> Benchmark:
     params = parameters.lesion_params_from_config(cfg)
     size = int(cfg["image_size"])
     per_subject = int(cfg["slices_per_subject"])
-    volume_source = parameters.resolve_volume_source(cfg["source"])
+    volume_source = parameters.resolve_volume_source(cfg["volume_source"])
     root = np.random.SeedSequence(int(cfg["seed"]))
     split_seq, subject_seq, choice_seq = root.spawn(3)
 
@@ -84,7 +84,7 @@ def synthesize(config: dict[str, Any], progress: bool = True) -> Benchmark:
     for name in parameters.SPLITS:
         members = np.flatnonzero(splits == name)
         rank_in_split[members] = np.arange(len(members))
-    class_names = parameters.CLASS_NAMES[cfg["task"]]
+    class_names = parameters.CLASS_NAMES[cfg["lesion_task"]]
     images, masks, brains, labels, rows, lesion_rows = [], [], [], [], [], []
     subject_seeds = subject_seq.spawn(n_subjects)
     for index in tqdm(range(n_subjects), desc="subjects", disable=not progress):
@@ -106,7 +106,7 @@ def synthesize(config: dict[str, Any], progress: bool = True) -> Benchmark:
         pixel_mm = anatomy.pixel_mm(size)
         for image, brain, level, label in zip(slice_images, slice_brains, levels, subject_labels, strict=True):
             where = f"subject {subjects[index]}, level {int(level)}"
-            if cfg["task"] == "shape":
+            if cfg["lesion_task"] == "shape":
                 shape = lesion_lib.SHAPES[label]
                 count = int(rng.integers(params.n_lesions[0], params.n_lesions[1] + 1))
             elif label == 1:
@@ -163,7 +163,7 @@ def synthesize(config: dict[str, Any], progress: bool = True) -> Benchmark:
     counts = metadata.groupby(["split", "class_name"]).size()
     bench.card = {
         "name": "xaiutils MRI lesion benchmark",
-        "task": cfg["task"],
+        "task": cfg["lesion_task"],
         "class_names": list(class_names),
         "n_images": len(bench),
         "n_subjects": n_subjects,

@@ -29,8 +29,8 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     """Validate a resolved ``data`` configuration; return it with tuples normalised. Raises ``ValueError``
     naming the bad value (and listing valid choices) before any work is done."""
     cfg = dict(config)
-    if cfg["task"] not in TASKS:
-        raise ValueError(f"unknown task {cfg['task']!r}; valid tasks: {', '.join(TASKS)}")
+    if cfg["lesion_task"] not in TASKS:
+        raise ValueError(f"unknown lesion_task {cfg['lesion_task']!r}; valid choices: {', '.join(TASKS)}")
     for name in ("n_subjects", "slices_per_subject", "image_size"):
         value = cfg[name]
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -53,9 +53,10 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"seed must be a non-negative integer, got {cfg['seed']!r}")
     params = lesion_params_from_config(cfg)
     variability_from_config(cfg)
-    volume_source = cfg["source"]
+    volume_source = cfg["volume_source"]
     if not isinstance(volume_source, (str, os.PathLike)):
-        raise ValueError(f"source must be {TEMPLATE_SOURCE!r}, {IXI_SOURCE!r} or a folder, got {volume_source!r}")
+        raise ValueError(f"volume_source must be {TEMPLATE_SOURCE!r}, {IXI_SOURCE!r} or a folder, "
+                         f"got {volume_source!r}")
     # as the lesion generator reads them (checked: whole lesion counts, finite numbers), so the card records
     # exactly the values used
     cfg["n_lesions"], cfg["radius_range"] = params.n_lesions, params.radius_range
@@ -84,7 +85,7 @@ def variability_from_config(cfg: dict[str, Any]) -> Variability:
 
 
 def resolve_volume_source(source: str | os.PathLike) -> str | Path:
-    """The volume source of the configuration key ``source``: ``"mni152"`` stays as it is; ``"ixi"`` becomes the
+    """The volume source of the configuration key ``volume_source``: ``"mni152"`` stays as it is; ``"ixi"`` becomes the
     fetched IXI folder; anything else is a folder."""
     if str(source) == TEMPLATE_SOURCE:
         return TEMPLATE_SOURCE
@@ -93,7 +94,7 @@ def resolve_volume_source(source: str | os.PathLike) -> str | Path:
     folder = Path(source).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(
-            f"unknown source {str(source)!r}: not {TEMPLATE_SOURCE!r}, not {IXI_SOURCE!r} and not an existing "
+            f"unknown volume_source {str(source)!r}: not {TEMPLATE_SOURCE!r}, not {IXI_SOURCE!r} and not an existing "
             "folder of T1 NIfTI volumes"
         )
     return folder

@@ -47,12 +47,14 @@ def test_regression_formula_is_a_preset_value():
             assert len(sources_at_several_k) >= 2
 
 
-def test_explain_lists_are_the_registry_cost_classes():
+def test_explain_lists_agree_with_the_registry():
     from xaiutils import explain
 
-    assert list(config.CHEAP_METHODS) == explain.methods_by_cost("cheap")
     assert list(config.CONTROL_MAPS) == explain.control_map_names()
-    assert config.SMOKE.explain.methods == [*config.CHEAP_METHODS, *config.CONTROL_MAPS]
+    costly = set(explain.methods_by_cost("costly"))
+    assert set(config.DEFAULT_METHODS) <= set(explain.METHODS) - costly - set(config.CONTROL_MAPS)
+    assert config.SMOKE.explain.methods == config.BOOK.explain.methods == [*config.DEFAULT_METHODS,
+                                                                           *config.CONTROL_MAPS]
     for preset in config.PRESETS.values():
         unknown = set(preset.explain.methods) - set(explain.METHODS)
         assert not unknown, f"preset lists unregistered methods {unknown}"
@@ -61,7 +63,7 @@ def test_explain_lists_are_the_registry_cost_classes():
 def test_old_list_names_warn():
     with pytest.warns(DeprecationWarning, match="CONTROL_MAPS"):
         assert presets.BASELINE_METHODS == ["sobel", "laplace", "random", "input"]
-    with pytest.warns(DeprecationWarning, match="CHEAP_METHODS"):
+    with pytest.warns(DeprecationWarning, match="DEFAULT_METHODS"):
         assert presets.CHEAP_METHODS[0] == "saliency"
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -205,16 +205,18 @@ class Preset:
         return getattr(self, name)
 
 
-# The registry's cheap methods and its control maps, in registry order. Written out rather than read from
-# xaiutils.explain so that reading a preset does not import torch and Captum (the command line reads presets);
-# tests/test_config.py checks that they equal explain.methods_by_cost("cheap") and explain.control_map_names().
-CHEAP_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "gradient_shap", "deeplift",
+# The attribution methods the smoke and book presets run, in the order they are explained and scored: the study's
+# list without the costly perturbation methods (LIME, KernelSHAP) and four variants of methods listed here
+# (DeepLiftShap, Deconvolution, Guided Grad-CAM, LRP), to keep a CPU build short. And the model-free control maps.
+# Written out rather than read from xaiutils.explain so that reading a preset does not import torch and Captum
+# (the command line reads presets); tests/test_config.py checks them against the registry.
+DEFAULT_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "gradient_shap", "deeplift",
                  "guided_backprop", "grad_cam", "occlusion")
 CONTROL_MAPS = ("sobel", "laplace", "random", "input")
 
 
-def _cheap_methods() -> list[str]:
-    return list(CHEAP_METHODS)
+def _default_methods() -> list[str]:
+    return list(DEFAULT_METHODS)
 
 
 def _control_maps() -> list[str]:
@@ -261,7 +263,7 @@ SMOKE = Preset(
         workers=1,
     ),
     explain=ExplainConfig(
-        methods=_cheap_methods() + _control_maps(),
+        methods=_default_methods() + _control_maps(),
         metrics=["emd_score", "importance_mass_accuracy", "topk_precision", "pointing_game", "roc_auc"],
         n_test_images=24,
         n_images_costly=8,
@@ -345,7 +347,7 @@ STUDY = replace(
                  seeds=[0, 1, 2]),
     explain=replace(
         SMOKE.explain,
-        methods=_cheap_methods() + ["deeplift_shap", "deconvolution", "guided_grad_cam", "lrp", "lime", "kernel_shap"]
+        methods=_default_methods() + ["deeplift_shap", "deconvolution", "guided_grad_cam", "lrp", "lime", "kernel_shap"]
         + _control_maps(),
         n_test_images=1000,
         n_images_costly=100,  # perturbation methods cost thousands of forward passes per image: a subset

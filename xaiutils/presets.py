@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import config as config_module
-from .config import CHEAP_METHODS as _CHEAP_METHODS
 from .config import CONTROL_MAPS as _CONTROL_MAPS
+from .config import DEFAULT_METHODS as _DEFAULT_METHODS
 from .config import PRESETS as _PRESETS
 from .config import Preset, preset_names, step_config
 
@@ -51,7 +51,7 @@ def _as_dicts(preset: Preset) -> dict[str, dict[str, Any]]:
 # looks values up by name; changing it changes nothing (use ``resolve`` overrides, or ``dataclasses.replace``).
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {name: _as_dicts(preset) for name, preset in _PRESETS.items()}
 
-_RENAMED = {"CHEAP_METHODS": ("xaiutils.config.CHEAP_METHODS", _CHEAP_METHODS),
+_RENAMED = {"CHEAP_METHODS": ("xaiutils.config.DEFAULT_METHODS", _DEFAULT_METHODS),
             "BASELINE_METHODS": ("xaiutils.config.CONTROL_MAPS", _CONTROL_MAPS)}
 
 

@@ -24,6 +24,7 @@ import torch
 
 from xaiutils import data, explain, lesions, models, runs
 from xaiutils.__main__ import main
+from xaiutils.synth import dataset as synth_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -258,7 +259,8 @@ def test_case3_default_load_refuses_data_changed_after_the_card(dataset_copy, ke
 def test_case3_unchanged_data_are_not_hashed_again_and_a_touched_file_is_rechecked(dataset_copy, monkeypatch):
     calls = []
     real = data.content_hash
-    monkeypatch.setattr(data, "content_hash", lambda bench: calls.append(1) or real(bench))
+    # load_benchmark lives in synth.dataset and looks the hash function up there
+    monkeypatch.setattr(synth_dataset, "content_hash", lambda bench: calls.append(1) or real(bench))
     data.load_benchmark(dataset_copy)  # a copy has new change times: hashed once, then the stamp is renewed
     assert calls == [1]
     data.load_benchmark(dataset_copy)

@@ -44,10 +44,10 @@ CELL = textwrap.dedent(
     mri_checkpoint = None
 
     # %%
-    import json
     import os
     import time
     from pathlib import Path
+    from xaiutils.run_record import RunRecord
     name = f"{source}-k{n_pretrained_blocks}-s{seed}"
     with open(log_file, "a") as log:
         log.write(f"start {name} {os.getppid()}\\n")
@@ -56,9 +56,8 @@ CELL = textwrap.dedent(
         Path(marker).write_text(str(os.getppid()))
         time.sleep(600)
     accuracy = 0.5 + 0.1 * n_pretrained_blocks + 0.01 * seed
-    sidecar = {"config": {"model": "fake"}, "history": {"best_epoch": 1, "seconds": 0.1},
-               "metrics": {"val": {"accuracy": accuracy}, "test": {"accuracy": accuracy}}}
-    (Path(out_dir) / "model.json").write_text(json.dumps(sidecar))
+    RunRecord({"model": "fake"}, {"best_epoch": 1, "seconds": 0.1},
+              {"val": {"accuracy": accuracy}, "test": {"accuracy": accuracy}}).write(out_dir)
     with open(log_file, "a") as log:
         log.write(f"done {name} {os.getppid()}\\n")
     """

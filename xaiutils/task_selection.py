@@ -54,15 +54,15 @@ def train_task(name: str, inputs: np.ndarray, targets: np.ndarray, train_rows, v
     return history, metric
 
 
-def transfer_accuracy(checkpoint, data_dir, finetune_config: dict, k: int, seed: int) -> dict:
-    """Validation accuracy on the lesion task of a transfer run whose first ``k`` blocks come from ``checkpoint``
-    and stay frozen, trained on the training split with the fine-tuning settings of notebook 3. The test split
-    is never read."""
+def transfer_accuracy(checkpoint, data_dir, finetune_config: dict, n_pretrained_blocks: int, seed: int) -> dict:
+    """Validation accuracy on the lesion task of a transfer run whose first ``n_pretrained_blocks`` blocks come
+    from ``checkpoint`` and stay frozen, trained on the training split with the fine-tuning settings of notebook 3.
+    The test split is never read."""
     bench = data.load_benchmark(data_dir)
     split = {name: bench.indices(name) for name in ("train", "val")}
     model = models.prepare_model(
-        finetune_config["backbone"], "mri", k, mode=finetune_config["mode"], width=finetune_config["width"],
-        dropout=finetune_config["dropout"], seed=seed, mri_checkpoint=checkpoint,
+        finetune_config["backbone"], "mri", n_pretrained_blocks, mode=finetune_config["mode"],
+        width=finetune_config["width"], dropout=finetune_config["dropout"], seed=seed, mri_checkpoint=checkpoint,
     )
     history = train.fit(
         model, (bench.images[split["train"]], bench.labels[split["train"]]),

@@ -44,7 +44,6 @@
 # GPU job. The measured time of the latest build is in {doc}`../book/reproducing`.
 
 # %%
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -181,10 +180,10 @@ if grid:
     colours = {"imagenet": "tab:blue", "mri": "tab:orange", "none": "tab:grey"}
     fig, ax = plt.subplots(figsize=(7, 4))
     for run_name in accuracy["run"]:
-        sidecar = json.loads((out_dir / "grid" / run_name / "model.json").read_text())
-        curves = pd.DataFrame(sidecar["history"]["epochs"])
-        ax.plot(curves["epoch"], curves["val_loss"], color=colours[sidecar["config"]["source"]], alpha=0.8,
-                lw=0.5 + 0.4 * sidecar["config"]["n_pretrained_blocks"])
+        record = RunRecord.read(out_dir / "grid" / run_name, predictions=False)
+        curves = pd.DataFrame(record.history["epochs"])
+        ax.plot(curves["epoch"], curves["val_loss"], color=colours[record.config["source"]], alpha=0.8,
+                lw=0.5 + 0.4 * record.config["n_pretrained_blocks"])
     for name, colour in colours.items():
         ax.plot([], [], color=colour, label=name)
     ax.set(xlabel="epoch", ylabel="validation cross-entropy loss",

@@ -21,10 +21,12 @@ FEW_SAMPLES = {"lime": {"n_samples": 20}, "kernel_shap": {"n_samples": 20}, "sha
 
 @pytest.fixture(scope="module")
 def tiny_vgg():
-    model = build_model("vgg16", width=0.125, seed=0)
-    for module in model.modules():  # non-zero biases make the known-answer checks meaningful
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            nn.init.normal_(module.bias, 0.0, 0.05)
+    with torch.random.fork_rng(devices=[]):  # the weights of build_model(seed=0), then the biases drawn after them
+        torch.manual_seed(0)
+        model = build_model("vgg16", width=0.125)
+        for module in model.modules():  # non-zero biases make the known-answer checks meaningful
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.normal_(module.bias, 0.0, 0.05)
     return model.eval()
 
 
@@ -215,7 +217,7 @@ def test_grad_cam_is_upsampled_from_the_last_block(tiny_vgg, images):
     assert finer.shape == (2, 32, 32) and np.ptp(finer[0]) > 1e-3 * finer[0].max()
 
 
-def test_model_free_baselines_known_maps():
+def test_control_maps_known_maps():
     constant = np.full((2, 1, 16, 16), 0.3, dtype=np.float32)
     assert not attribute(None, constant, None, "sobel").any()
     assert not attribute(None, constant, None, "laplace").any()
@@ -238,8 +240,30 @@ def test_method_table_lists_every_method():
     assert {"cost", "needs baseline", "stochastic", "caveats"} <= set(table.columns)
     assert set(table["cost"]) <= set(explain.COST_CLASSES)
     assert table.loc["lime", "cost"] == "costly" and table.loc["smoothgrad", "stochastic"]
-    assert "lime" not in explain.method_names() and "lime" in explain.method_names(include_costly=True)
-    assert "sobel" not in explain.method_names(include_baselines=False)
+    assert explain.methods_by_cost("costly") == ["lime", "kernel_shap", "shapley_value_sampling"]
+    assert explain.methods_by_cost() == list(METHODS)
+    assert explain.control_map_names() == ["sobel", "laplace", "random", "input"]
+    assert set(table.loc[explain.control_map_names(), "kind"]) == {"baseline"}
+    with pytest.raises(ValueError, match="unknown cost 'free'; valid choices: none, cheap, moderate, costly"):
+        explain.methods_by_cost("free")
+
+
+def test_baselines_is_a_deprecated_name_for_the_control_maps():
+    with pytest.warns(DeprecationWarning, match="control_map_names"):
+        assert explain.BASELINES == ("sobel", "laplace", "random", "input")
+
+
+def test_captum_tables_restated_in_checks_equal_captums():
+    """checks.py restates Captum's private tables of supported layers; an upgrade that changes them fails here."""
+    from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR
+    from captum.attr._core.lrp import SUPPORTED_LAYERS_WITH_RULES, SUPPORTED_NON_LINEAR_LAYERS
+
+    from xaiutils.explain import checks
+
+    assert set(checks.DEEPLIFT_NON_LINEAR) == set(SUPPORTED_NON_LINEAR)
+    captum_rules = {kind for kind in SUPPORTED_LAYERS_WITH_RULES if kind.__name__ != "Addition_Module"}
+    assert set(checks.LRP_LAYERS_WITH_RULES) == captum_rules
+    assert set(checks.LRP_NON_LINEAR) == set(SUPPORTED_NON_LINEAR_LAYERS)
 
 
 def test_full_fp32_turns_tf32_off_on_cuda_and_restores_the_callers_settings():

@@ -214,3 +214,16 @@ def test_tiny_training_run_beats_chance_on_a_smoke_dataset(tmp_path):
     # 96 balanced test images: chance is 0.5 with a standard deviation of about 0.05
     assert metrics["accuracy"] >= 0.65, metrics
     assert metrics["roc_auc"] >= 0.7, metrics
+
+
+def test_normalisation_is_one_module_and_keeps_the_state_dict_keys():
+    model = models.build_model("vgg16", width=0.125, seed=0).eval()
+    assert {"mean", "std"} <= set(model.state_dict()) and not any("normalise" in key for key in model.state_dict())
+    x = torch.rand(2, 1, 32, 32)
+    sequence = model.as_sequential()
+    assert isinstance(sequence[0], models.Normalise)
+    assert sequence[0].mean is model.mean and sequence[0].std is model.std  # the buffers, not copies
+    assert torch.equal(sequence[0](x), model.features(x, stop=0))
+    with torch.no_grad():
+        assert torch.equal(sequence(x), model(x))
+    assert not list(sequence[0].state_dict())

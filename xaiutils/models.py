@@ -39,6 +39,30 @@ def check_choice(kind: str, value, valid) -> None:
         raise ValueError(f"unknown {kind} {value!r}; valid choices: {', '.join(map(str, valid))}")
 
 
+def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """LesionNet's input step: grey (N×1×H×W) → 3 channels → ``(x − mean) / std``."""
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return (x - mean) / std
+
+
+class Normalise(nn.Module):
+    """:func:`normalise` with a :class:`LesionNet`'s mean and std, as a module of its own.
+
+    For LRP, which gives rules to modules only: inline in ``LesionNet.forward`` the step is invisible to it, and
+    relevance at the first convolution would come back through its gradient (÷ std) instead of a rule. The
+    tensors are the network's buffers, not copies, and are not registered here: LesionNet's state-dict keys stay
+    ``mean`` and ``std``.
+    """
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return normalise(x, self.mean, self.std)
+
+
 class LesionNet(nn.Module):
     """Grey input → 3 channels → normalisation → ``blocks`` in order → ``head``."""
 
@@ -58,6 +82,11 @@ class LesionNet(nn.Module):
     def n_blocks(self) -> int:
         return len(self.blocks)
 
+    def as_sequential(self) -> nn.Sequential:
+        """The same layers (shared, not copied) as one sequence, the normalisation as a :class:`Normalise` module
+        first; without the input-shape check of :meth:`features`."""
+        return nn.Sequential(Normalise(self.mean, self.std), *self.blocks, self.head)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_from(self.features(x, stop=0), 0)
 
@@ -65,9 +94,7 @@ class LesionNet(nn.Module):
         """The input after normalisation and the first ``stop`` blocks (``stop = 0``: normalised input only)."""
         if x.ndim != 4 or x.shape[1] not in (1, 3):
             raise ValueError(f"expected input of shape N×1×H×W or N×3×H×W, got {tuple(x.shape)}")
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        x = (x - self.mean) / self.std
+        x = normalise(x, self.mean, self.std)
         for block in list(self.blocks)[:stop]:
             x = block(x)
         return x

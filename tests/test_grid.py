@@ -11,7 +11,7 @@ import pytest
 
 from xaiutils import config, presets, runs
 
-# Stands in for notebook 3: writes the sidecar a fine-tuning run writes, logs each execution, and fails on demand.
+# Stands in for notebook 3: writes the run folder's sidecar through RunRecord, logs each execution, and fails on demand.
 FAKE_FINETUNE = textwrap.dedent(
     """\
     # %% tags=["parameters"]
@@ -27,16 +27,14 @@ FAKE_FINETUNE = textwrap.dedent(
     mri_checkpoint = None
 
     # %%
-    import json
-    from pathlib import Path
+    from xaiutils.run_record import RunRecord
     with open(log_file, "a") as log:
         log.write(f"{source}-k{n_pretrained_blocks}-s{seed}\\n")
     if fail_on == f"{source}-k{n_pretrained_blocks}-s{seed}":
         raise RuntimeError("simulated crash in the middle of the grid")
     accuracy = 0.5 + 0.1 * n_pretrained_blocks
-    sidecar = {"config": {"model": "fake"}, "history": {"best_epoch": 1, "seconds": 0.1},
-               "metrics": {"val": {"accuracy": accuracy}, "test": {"accuracy": accuracy}}}
-    (Path(out_dir) / "model.json").write_text(json.dumps(sidecar))
+    RunRecord({"model": "fake"}, {"best_epoch": 1, "seconds": 0.1},
+              {"val": {"accuracy": accuracy}, "test": {"accuracy": accuracy}}).write(out_dir)
     """
 )
 

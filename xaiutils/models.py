@@ -106,14 +106,16 @@ class LesionNet(nn.Module):
             features = block(features)
         return self.head(features)
 
-    def freeze(self, k: int) -> LesionNet:
-        """Freeze the first ``k`` blocks: no gradients, and kept in eval mode (batch-norm statistics fixed)."""
-        if not 0 <= k <= self.n_blocks:
-            raise ValueError(f"n_pretrained_blocks must lie in 0..{self.n_blocks} for {self.backbone}, got {k}")
-        self.frozen_blocks = k
+    def freeze(self, n_frozen_blocks: int) -> LesionNet:
+        """Freeze the first ``n_frozen_blocks`` blocks (in the grid, ``n_pretrained_blocks``): no gradients, and
+        kept in eval mode (batch-norm statistics fixed)."""
+        if not 0 <= n_frozen_blocks <= self.n_blocks:
+            raise ValueError(f"n_pretrained_blocks must lie in 0..{self.n_blocks} for {self.backbone}, "
+                             f"got {n_frozen_blocks}")
+        self.frozen_blocks = n_frozen_blocks
         for index, block in enumerate(self.blocks):
             for parameter in block.parameters():
-                parameter.requires_grad_(index >= k)
+                parameter.requires_grad_(index >= n_frozen_blocks)
         return self.train(self.training)
 
     def train(self, mode: bool = True) -> LesionNet:

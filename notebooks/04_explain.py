@@ -16,7 +16,7 @@
 # ## Overview
 #
 # Every model of the fine-tuning grid (notebook 3) is explained with post-hoc attribution methods from Captum
-# {cite:p}`kokhlikyan2020captum` and with model-free baselines (`sobel`, `laplace`, `random`, `input`) that any
+# {cite:p}`kokhlikyan2020captum` and with control maps (`sobel`, `laplace`, `random`, `input`) that any
 # method must beat to mean something. Each map is reduced to H×W (sum of absolute values over channels) and
 # scored against the image's lesion mask, the ground-truth explanation:
 #
@@ -59,7 +59,7 @@ from xaiutils.book import glue
 # %% tags=["parameters"]
 # Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
 preset = "book"
-# Methods and baselines to run, e.g. ["saliency", "occlusion", "sobel"] (None: preset list).
+# Methods and control maps to run, e.g. ["saliency", "occlusion", "sobel"] (None: preset list).
 methods = None
 # Your own explanation methods, scored beside them: a list of "package.module:function" or "path/to/file.py:function"
 # (optionally "NAME=SPEC"), or of mappings {spec: ..., name: ..., settings: {...}} (None: none). The contract is
@@ -99,6 +99,7 @@ out_dir = None
 
 # %%
 config = presets.resolve_from("explain", preset, globals())
+control_maps = explain.control_map_names()  # the model-free maps every method must beat
 data_dir = Path(data_dir) if data_dir is not None else runs.default_out_dir(preset, "01_data") / "dataset"
 grid_dir = Path(grid_dir) if grid_dir is not None else runs.default_out_dir(preset, "03_finetune") / "grid"
 out_dir = Path(out_dir) if out_dir is not None else runs.default_out_dir(preset, "04_explain")
@@ -197,7 +198,7 @@ fig.suptitle(f"Run {best_run}: best and worst image per method ({main_metric})")
 fig.savefig(out_dir / "gallery.png", dpi=110)
 
 # %% [markdown]
-# ## Score distributions: methods next to the model-free baselines
+# ## Score distributions: methods next to the control maps
 
 # %%
 selected = evaluate.select(scores, config["selection"])
@@ -208,21 +209,21 @@ for ax, metric in zip(axes, config["metrics"][:2], strict=False):
     values = [selected.loc[selected["method"] == method, metric].dropna() for method in order]
     boxes = ax.boxplot(values, patch_artist=True, showfliers=False)
     for patch, method in zip(boxes["boxes"], order, strict=True):
-        patch.set_facecolor("lightgrey" if method in explain.BASELINES else "tab:blue")
+        patch.set_facecolor("lightgrey" if method in control_maps else "tab:blue")
     direction, value_range = metric_registry.METRICS[metric].higher_is_better, metric_registry.METRICS[metric].range
     ax.set_xticks(range(1, len(order) + 1), order, rotation=60, ha="right")
     ax.set(ylabel=f"{metric} (range {value_range[0]:g}–{value_range[1]:g})",
            title=f"{metric}: {'higher' if direction else 'lower'} is better\n(correctly classified images, all runs)")
 axes[0].plot([], [], color="tab:blue", lw=8, label="attribution method")
-axes[0].plot([], [], color="lightgrey", lw=8, label="model-free baseline")
+axes[0].plot([], [], color="lightgrey", lw=8, label="control map")
 axes[0].legend(fontsize=8)
 fig.tight_layout()
 fig.savefig(out_dir / "score_distributions.png", dpi=110)
 
 # %%
 # Methods that do not apply to this backbone have no score: they are not counted.
-method_means = selected[~selected["method"].isin(explain.BASELINES)].groupby("method")[main_metric].mean().dropna()
-baseline_means = selected[selected["method"].isin(explain.BASELINES)].groupby("method")[main_metric].mean()
+method_means = selected[~selected["method"].isin(control_maps)].groupby("method")[main_metric].mean().dropna()
+baseline_means = selected[selected["method"].isin(control_maps)].groupby("method")[main_metric].mean()
 glue("n_score_rows", len(scores))
 glue("n_images_explained", len(images))
 glue("resolution", config["resolution"])
@@ -263,7 +264,7 @@ fig, ax = plt.subplots(figsize=(8, 4.2))
 stage_means = cascade.groupby(["method", "stage"])["spearman"].mean().unstack("stage")
 layers = cascade.drop_duplicates("stage").set_index("stage")["layer"]
 for method, row in stage_means.iterrows():
-    control = method in explain.BASELINES
+    control = method in control_maps
     ax.plot(row.index, row.to_numpy(), marker="o", color="lightgrey" if control else None,
             ls="--" if control else "-", label=method, zorder=1 if control else 2)
 ax.axhline(config["sanity_threshold"], color="black", lw=0.8, ls=":", label="flag threshold")
@@ -398,7 +399,7 @@ glue("median_rho_edge", edge.median())
 # %% [markdown]
 # ## Summary
 #
-# - Every run of the grid was explained with the preset's methods and baselines on the same test images; the
+# - Every run of the grid was explained with the preset's methods and control maps on the same test images; the
 #   tidy table `scores.csv` (one row per run × method × image) and `aggregates.csv` (per run × method, with
 #   bootstrap intervals) are in the run folder for notebook 5.
 # - Maps are scored at the resolution printed above; where it is below the image size, maps and masks were
@@ -407,10 +408,10 @@ glue("median_rho_edge", edge.median())
 # - In this build, {glue:text}`n_score_rows` scores were computed on {glue:text}`n_images_explained` test
 #   images at {glue:text}`resolution` pixels a side. By mean {glue:text}`main_metric` on correctly classified
 #   images, the best method is {glue:text}`best_method` ({glue:text}`best_method_score:.3f`) and the best
-#   model-free baseline {glue:text}`best_baseline` ({glue:text}`best_baseline_score:.3f`);
-#   {glue:text}`n_methods_above_baselines` of {glue:text}`n_methods_scored` methods beat every baseline.
-# - A method is only informative where it beats the model-free baselines; notebook 5 gives each method's skill
-#   over the best baseline with an interval over runs.
+#   control map {glue:text}`best_baseline` ({glue:text}`best_baseline_score:.3f`);
+#   {glue:text}`n_methods_above_baselines` of {glue:text}`n_methods_scored` methods beat every control map.
+# - A method is only informative where it beats the control maps; notebook 5 gives each method's skill
+#   over the best control map with an interval over runs.
 # - The leaderboard (`leaderboard.csv`) ranks every method and control map; its top is {glue:text}`leader_method`,
 #   {glue:text}`leader_kind`. In the sanity check ({glue:text}`sanity_stages` stages on {glue:text}`sanity_images`
 #   images of the most accurate run), {glue:text}`n_sanity_passed` of {glue:text}`n_sanity_methods` methods changed

@@ -27,7 +27,7 @@
 # - **accuracy-adjusted contrasts** between sources from the fitted model, and an **accuracy-matched**
 #   comparison (runs binned by accuracy, sources compared only within bins that hold all of them);
 # - the **correlation** of accuracy with explanation performance per method, and a **method ranking** with
-#   bootstrap intervals, baselines included.
+#   bootstrap intervals, control maps included.
 #
 # ## Prerequisites
 #
@@ -212,11 +212,11 @@ glue("median_spearman", correlation["spearman_rho"].median())
 ranking = stats.rank_methods(scores, config["metric"], n_boot=config["n_boot"], seed=config["seed"])
 ranking.to_csv(out_dir / "ranking.csv", index=False)
 glue("top_method", ranking["method"].iloc[0])
-glue("top_method_is_baseline", "a model-free baseline" if ranking["method"].iloc[0] in explain.BASELINES
+glue("top_method_is_baseline", "a control map" if ranking["method"].iloc[0] in explain.control_map_names()
      else "an attribution method")
 fig, ax = plt.subplots(figsize=(7, 4.2))
 positions = np.arange(len(ranking))[::-1]
-is_baseline = ranking["method"].isin(explain.BASELINES)
+is_baseline = ranking["method"].isin(explain.control_map_names())
 errors = [ranking["mean"] - ranking["ci_low"], ranking["ci_high"] - ranking["mean"]]
 ax.errorbar(ranking["mean"], positions, xerr=errors, fmt="none", ecolor="black", capsize=3)
 ax.scatter(ranking["mean"], positions, c=np.where(is_baseline, "lightgrey", "tab:blue"), edgecolors="black",
@@ -224,15 +224,15 @@ ax.scatter(ranking["mean"], positions, c=np.where(is_baseline, "lightgrey", "tab
 ax.set_yticks(positions, [f"{m} (rank {lo:.0f}–{hi:.0f})" for m, lo, hi in
                           zip(ranking["method"], ranking["rank_low"], ranking["rank_high"], strict=True)])
 ax.set(xlabel=f"mean {config['metric']} over all runs and images (95 % bootstrap CI)",
-       title="Method ranking (grey: model-free baselines)")
+       title="Method ranking (grey: control maps)")
 fig.tight_layout()
 runs.write_atomic(out_dir / "summary.json", json.dumps({"ols": ols_fit, "mixed": mixed_fit}, indent=2) + "\n")
 
 # %% [markdown]
-# ## Skill over the best model-free baseline
+# ## Skill over the best control map
 #
 # A method earns its place only by beating the control maps. For each method: its mean score minus that of the
-# best baseline (the one with the highest mean), paired by run, with a 95 % bootstrap interval over runs.
+# best control map (the one with the highest mean), paired by run, with a 95 % bootstrap interval over runs.
 
 # %%
 skill = stats.skill_over_baseline(performance[performance["method"].isin(methods_only["method"].unique())
@@ -248,8 +248,8 @@ ax.scatter(skill["skill"], positions, c=np.where(skill["beats_every_baseline"], 
            edgecolors="black", zorder=3)
 ax.axvline(0, color="black", lw=0.8)
 ax.set_yticks(positions, skill["method"])
-ax.set(xlabel=f"mean {config['metric']} minus that of the best baseline ({skill['best_baseline'].iloc[0]}), "
-              "95 % CI over runs", title="Skill over the best model-free baseline (filled: interval above 0)")
+ax.set(xlabel=f"mean {config['metric']} minus that of the best control map ({skill['best_baseline'].iloc[0]}), "
+              "95 % CI over runs", title="Skill over the best control map (filled: interval above 0)")
 fig.tight_layout()
 glue("n_methods_beating_baselines", int(skill["beats_every_baseline"].sum()))
 glue("n_methods_skill", len(skill))
@@ -315,7 +315,7 @@ for claim in (2, 3):
 #      {glue:text}`claim3_source_verdict`; k: {glue:text}`claim3_k_verdict`, slope {glue:text}`claim3_k_estimate:.4f`,
 #      95 % CI {glue:text}`claim3_k_ci_low:.4f` to {glue:text}`claim3_k_ci_high:.4f`).
 # - {glue:text}`n_methods_beating_baselines` of {glue:text}`n_methods_skill` attribution methods beat the best
-#   model-free baseline ({glue:text}`best_baseline_name`) with an interval above zero.
+#   control map ({glue:text}`best_baseline_name`) with an interval above zero.
 # - These are findings about this build's setting (MobileNetV2 at 64², pseudo-subjects of one template, our
 #   lesion generator, three seeds per cell), not the reference study's numbers. With 21 runs, cluster-robust
 #   errors are approximate; the mixed model above is the check. The `study` preset (VGG-16 at 224², every k)

@@ -243,7 +243,7 @@ def test_method_table_lists_every_method():
     assert explain.methods_by_cost("costly") == ["lime", "kernel_shap", "shapley_value_sampling"]
     assert explain.methods_by_cost() == list(METHODS)
     assert explain.control_map_names() == ["sobel", "laplace", "random", "input"]
-    assert set(table.loc[explain.control_map_names(), "kind"]) == {"baseline"}
+    assert set(table.loc[explain.control_map_names(), "kind"]) == {"control"}
     with pytest.raises(ValueError, match="unknown cost 'free'; valid choices: none, cheap, moderate, costly"):
         explain.methods_by_cost("free")
 

@@ -94,7 +94,7 @@ def test_a_control_map_class_needs_no_model():
 
     try:
         assert explain.control_map_names()[-1] == "ones"
-        assert explain.method_table().loc["ones", "kind"] == "baseline"
+        assert explain.method_table().loc["ones", "kind"] == "control"
         np.testing.assert_array_equal(explain.attribute(None, np.zeros((2, 1, 4, 4)), None, "ones"),
                                       np.ones((2, 4, 4), dtype=np.float32))
     finally:

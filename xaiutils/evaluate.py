@@ -89,7 +89,8 @@ def explain_run(run_dir, bench, images: np.ndarray, methods, metric_names, resol
         scores.insert(0, "image", images[used])
         scores["correct"] = correct[used].astype(bool)
         scores.insert(1, "method", method)
-        scores.insert(2, "is_baseline", method in explain.BASELINES)
+        # the column keeps its first name (scores.csv files written before read the same); it marks the control maps
+        scores.insert(2, "is_baseline", method in explain.control_map_names())
         frames.append(scores)
     table = pd.concat(frames, ignore_index=True)
     for key in ("source", "n_pretrained_blocks", "seed", "model"):

@@ -33,7 +33,7 @@ def higher_is_better(metric: str) -> bool:
 def _kind(method: str, user_names) -> str:
     if method in user_names:
         return "user"
-    return "control" if method in explain.BASELINES else "registered"
+    return "control" if method in explain.control_map_names() else "registered"
 
 
 def build(scores: pd.DataFrame, metric_names, selection: str = "correct", sanity: pd.DataFrame | None = None,

@@ -21,7 +21,7 @@ from .checks import DEEPLIFT_NON_LINEAR, check_activations, check_shared_modules
 from .runtime import as_images, as_targets, full_fp32, has_inplace_relu, progress_bar, reduce_channels, seeded
 
 COST_CLASSES = ("none", "cheap", "moderate", "costly")
-KINDS = ("gradient", "propagation", "cam", "perturbation", "baseline")  # "baseline": the model-free control maps
+KINDS = ("gradient", "propagation", "cam", "perturbation", "control")  # "control": the model-free control maps
 METHODS: dict[str, type[Method]] = {}  # name → class, in registration order
 _ALIASES: dict[str, str] = {}  # normalised name or label → name
 _REQUIRED = ("name", "label", "kind", "cost", "passes", "caveats")
@@ -106,7 +106,7 @@ class DeepLiftRules(HookedMethod):
 class ControlMap(Method):
     """A model-free map computed from the images alone (a control for every score); no model, no targets."""
 
-    kind = "baseline"
+    kind = "control"
     cost = "none"
     passes = "no model"
     model_free = True

@@ -308,3 +308,18 @@ def test_mixed_model_marginal_r_squared_is_near_the_simulated_value():
     assert 0 < fit["marginal_r_squared"] < fit["conditional_r_squared"] < 1
     assert fit["marginal_r_squared"] == pytest.approx(fixed_variance / total, abs=0.08)
     assert fit["conditional_r_squared"] == pytest.approx((fixed_variance + 0.1**2) / total, abs=0.02)
+
+
+def test_a_method_with_as_many_runs_as_coefficients_is_an_error_not_a_crash():
+    # score ~ accuracy + C(source) + k has 5 coefficients; a method scored on 5 runs leaves no residual degree of
+    # freedom (the smoke build's notebook 5 crashed on this in statsmodels with a ZeroDivisionError)
+    table = simulated_runs(n_seeds=2)
+    five = ["imagenet-k1-s0", "imagenet-k3-s0", "mri-k2-s0", "mri-k4-s1", "none-k0-s0"]
+    short = table[(table["method"] != "m0") | table["run"].isin(five)]
+    assert short.loc[short["method"] == "m0", "run"].nunique() == 5
+    with pytest.raises(ValueError, match="5 rows are too few to fit .* 5 coefficients"):
+        stats.fit_ols(short[short["method"] == "m0"], ADDITIVE)
+    coefficients, fits = stats.fit_by_method(short, ADDITIVE)
+    errors = fits.set_index("method")["error"]
+    assert "too few" in errors["m0"] and errors.drop("m0").isna().all()
+    assert "m0" not in set(coefficients["method"]) and {"m1", "pooled"} <= set(coefficients["method"])

@@ -57,6 +57,10 @@ def check_design(table: pd.DataFrame, formula: str) -> None:
         hint = (f"; the columns {', '.join(empty)} are all zero (e.g. a source run at one k only)" if empty else "")
         raise ValueError(f"the design of {formula!r} is rank-deficient on these runs{hint}: drop the terms that the "
                          "grid cannot estimate, e.g. use 'score ~ accuracy + C(source) + k'")
+    if len(design) <= design.shape[1]:
+        # an exact fit: no residual degrees of freedom, and statsmodels' small-sample correction divides by zero
+        raise ValueError(f"{len(design)} rows are too few to fit {formula!r}, which has {design.shape[1]} "
+                         "coefficients: standard errors need more rows than coefficients")
 
 
 def tidy_coefficients(result, model: str) -> pd.DataFrame:

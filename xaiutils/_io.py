@@ -46,11 +46,15 @@ def write_atomic_with(path: str | os.PathLike, write: Callable[[Path], object]) 
     return path
 
 
-def write_atomic(path: str | os.PathLike, content: str | bytes) -> Path:
-    """Write ``content`` to ``path`` through a temporary name and a rename, so no reader sees half a file."""
+def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
+    """Write ``content`` to ``path`` through a temporary name and a rename, so no reader sees half a file.
+
+    Returns ``None``: notebooks end cells with this call, and a returned path would print the build machine's
+    folder in the book (``make check-book`` refuses that)."""
     if isinstance(content, bytes):
-        return write_atomic_with(path, lambda partial: partial.write_bytes(content))
-    return write_atomic_with(path, lambda partial: partial.write_text(content))
+        write_atomic_with(path, lambda partial: partial.write_bytes(content))
+    else:
+        write_atomic_with(path, lambda partial: partial.write_text(content))
 
 
 def usual_permissions(folder: Path) -> None:

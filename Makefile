@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: book test lint install clean help browser check-book
+.PHONY: book test test-isa lint install clean help browser check-book
 
 help:
 	@echo "make book   - install, execute every notebook at the book preset, build the HTML book"
 	@echo "make test   - install (Chromium too, via make browser), lint with ruff, run the test suite"
+	@echo "make test-isa - the test suite again with PyTorch and oneDNN forced to AVX2 and to generic code (ISA=avx2|generic: one)"
 	@echo "make check-book - open the built book in headless Chromium; fail on blank pages, missing figures, broken links"
 	@echo "make browser    - apt-get install chromium and chromium-driver when missing (the browser tests need them)"
 	@echo "make clean  - remove the built book and the run folders"
@@ -37,6 +38,23 @@ lint: $(STAMP)
 
 test: $(STAMP) $(TEST_STAMP) lint browser
 	$(PY) -m pytest
+
+# Floating-point results differ between CPUs (AVX-512, AVX2, generic code paths round differently), so no test may
+# depend on the machine it was written on. These variables make PyTorch (ATen), oneDNN and NumPy's dispatched loops
+# run another CPU's code paths on this one (features a CPU lacks are ignored); the suite must pass under each.
+# ISA=avx2 or ISA=generic runs one of them. benchmarks/cross_build.py builds the book under the same settings.
+ISA ?= avx2 generic
+ISA_ENV_avx2 := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 NPY_DISABLE_CPU_FEATURES=X86_V4,AVX512_ICL,AVX512_SPR
+ISA_ENV_generic := ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 \
+	NPY_DISABLE_CPU_FEATURES=X86_V3,X86_V4,AVX512_ICL,AVX512_SPR
+
+test-isa: $(STAMP) $(TEST_STAMP) browser
+	@for isa in $(ISA); do \
+		case $$isa in avx2) env="$(ISA_ENV_avx2)";; generic) env="$(ISA_ENV_generic)";; \
+			*) echo "test-isa: unknown ISA '$$isa'; valid: avx2 generic" >&2; exit 2;; esac; \
+		echo "== pytest with $$env"; \
+		env $$env $(PY) -m pytest -p no:cacheprovider -q || exit 1; \
+	done
 
 # --all: every page is read and so every notebook executed again, even when only xaiutils changed.
 # -W: a warning fails the build (with --keep-going, after listing them all). A glue reference whose value is

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
@@ -109,6 +110,19 @@ def test_book_builds_and_executes_a_clean_notebook(tmp_path):
         "glued values did not reach another page"
 
 
+COLAB_BLOB = "https://colab.research.google.com/github/xai-mri-bench/xai-mri-bench/blob/"
+
+
+def colab_target(link: str, html: Path) -> Path:
+    """The file of the built site that a Colab link opens: the link names ``blob/<branch>/<path>``, and the branch
+    holds the folder ``colab_root`` of the built HTML (both from the project's _config.yml)."""
+    sphinx = yaml.safe_load((ROOT / "_config.yml").read_text())["sphinx"]["config"]
+    branch, root = sphinx["colab_branch"], sphinx["colab_root"]
+    prefix = f"{COLAB_BLOB}{branch}/"
+    assert link.startswith(prefix), f"{link} is not on the branch {branch!r} that the deploy publishes"
+    return html / root / link.removeprefix(prefix)
+
+
 @pytest.mark.slow
 def test_launch_buttons_open_notebooks_not_text(tmp_path):
     result = build(make_book(tmp_path, extra=""))
@@ -118,19 +132,24 @@ def test_launch_buttons_open_notebooks_not_text(tmp_path):
     links = set(re.findall(r'href="(https://[^"]+)"', page))
     colab = [link for link in links if link.startswith("https://colab.research.google.com/")]
     binder = [link for link in links if link.startswith("https://mybinder.org/")]
-    assert colab == ["https://colab.research.google.com/github/xai-mri-bench/xai-mri-bench/blob/gh-pages/"
-                     "_colab/notebooks/tiny.ipynb"], links
+    assert colab == [f"{COLAB_BLOB}colab/notebooks/tiny.ipynb"], links
     assert len(binder) == 1 and binder[0].endswith("urlpath=lab/tree/notebooks/tiny.ipynb"), binder
-    copy = json.loads((html / "_colab" / "notebooks" / "tiny.ipynb").read_text())
+    # every launch link resolves: the Colab copy is in the folder published to the Colab branch, and the Binder
+    # target is the .ipynb that binder/postBuild pairs with the page's py:percent source
+    copy = json.loads(colab_target(colab[0], html).read_text())
+    paired = binder[0].split("urlpath=lab/tree/")[1]
+    assert (tmp_path / paired).with_suffix(".py").exists(), paired
+    assert 'for nb in notebooks/*.py; do jupytext --to ipynb "$nb"' in (ROOT / "binder" / "postBuild").read_text()
     assert copy["cells"][0]["metadata"]["tags"] == ["colab-setup"]
     assert all(not cell.get("outputs") for cell in copy["cells"] if cell["cell_type"] == "code")
     assert any('print("value:", 6 * 7)' in "".join(cell["source"]) for cell in copy["cells"])
     # the MyST markdown chapter is a notebook too: executed, and its Colab button opens its own copy
     chapter = (html / "book" / "chapter.html").read_text()
     assert "chapter value: 5" in chapter
-    assert ("https://colab.research.google.com/github/xai-mri-bench/xai-mri-bench/blob/gh-pages/"
-            "_colab/book/chapter.ipynb") in chapter
-    chapter_copy = json.loads((html / "_colab" / "book" / "chapter.ipynb").read_text())
+    chapter_links = sorted({link for link in re.findall(r'href="(https://[^"]+)"', chapter)
+                            if link.startswith(COLAB_BLOB)})
+    assert chapter_links == [f"{COLAB_BLOB}colab/book/chapter.ipynb"], chapter_links
+    chapter_copy = json.loads(colab_target(chapter_links[0], html).read_text())
     assert any('print("chapter value:", 2 + 3)' in "".join(cell["source"]) for cell in chapter_copy["cells"])
 
 

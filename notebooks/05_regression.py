@@ -51,6 +51,7 @@ from IPython.display import display
 
 from xaiutils import explain, presets, runs, stats, verdicts
 from xaiutils.book import glue
+from xaiutils.pipeline.paths import project_root
 
 # %% tags=["parameters"]
 # Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
@@ -283,10 +284,25 @@ glue("claim1_pair", claim1["part"])
 glue("claim1_estimate", claim1["estimate"])
 glue("claim1_ci_low", claim1["ci_low"])
 glue("claim1_ci_high", claim1["ci_high"])
+# How each verdict fared in two builds of this preset that differ only in the CPU's instruction set (measured with
+# benchmarks/cross_build.py; see the Reproducing chapter): one that flips is marked, not stated as a finding.
+cross_build = verdicts.read_cross_build_record((project_root() or Path("..")) / "book" / "cross_build.json")
+glued_verdicts = {"claim1_verdict": overall_verdicts[1]}
 for claim in (2, 3):
-    glue(f"claim{claim}_verdict", overall_verdicts[claim])
+    glued_verdicts[f"claim{claim}_verdict"] = overall_verdicts[claim]
     for factor, verdict in verdicts.factor_verdicts(claims, claim).items():
-        glue(f"claim{claim}_{factor}_verdict", verdict)
+        glued_verdicts[f"claim{claim}_{factor}_verdict"] = verdict
+# and the two statements of the summary that are not interval verdicts: the top of the ranking, and the count of
+# methods beating the control maps
+glued_verdicts["top_method"] = str(ranking["method"].iloc[0])
+glued_verdicts["n_methods_beating_baselines"] = int(skill["beats_every_baseline"].sum())
+for name, verdict in glued_verdicts.items():
+    if name.startswith(("claim2", "claim3")):
+        glue(name, verdict)
+    robustness = verdicts.robustness(name, verdict, cross_build, preset)
+    glue(name.removesuffix("_verdict") + "_robustness", robustness)
+    print(f"{name}: {verdict} ({robustness})")
+for claim in (2, 3):
     k_row = claims[(claims["claim"] == claim) & (claims["part"].str.startswith("k"))].iloc[0]
     glue(f"claim{claim}_k_estimate", k_row["estimate"])
     glue(f"claim{claim}_k_ci_low", k_row["ci_low"])
@@ -301,21 +317,26 @@ for claim in (2, 3):
 #   runs), the accuracy slope is {glue:text}`accuracy_effect:.3f` (95 % CI {glue:text}`accuracy_ci_low:.3f` to
 #   {glue:text}`accuracy_ci_high:.3f`), with R² = {glue:text}`r_squared:.2f`; the median Spearman correlation of
 #   accuracy with explanation performance across methods is {glue:text}`median_spearman:.2f`.
-# - The top of the ranking is {glue:text}`top_method`, {glue:text}`top_method_is_baseline`.
+# - The top of the ranking is {glue:text}`top_method`, {glue:text}`top_method_is_baseline`
+#   ({glue:text}`top_method_robustness`).
 # - The study's three claims in this build ({glue:text}`n_clusters` runs; explanation performance =
 #   mean {glue:text}`main_metric_name` on correctly classified images):
-#   1. methods differ on correctly classified images: **{glue:text}`claim1_verdict`** (largest difference
+#   1. methods differ on correctly classified images: **{glue:text}`claim1_verdict`**, {glue:text}`claim1_robustness`
+#      (largest difference
 #      {glue:text}`claim1_pair` = {glue:text}`claim1_estimate:.3f`, adjusted 95 % CI
 #      {glue:text}`claim1_ci_low:.3f` to {glue:text}`claim1_ci_high:.3f`);
-#   2. explanation performance depends on the pre-training source and on k: **{glue:text}`claim2_verdict`**
-#      (source: {glue:text}`claim2_source_verdict`; k: {glue:text}`claim2_k_verdict`, slope
+#   2. explanation performance depends on the pre-training source and on k: **{glue:text}`claim2_verdict`**,
+#      {glue:text}`claim2_robustness` (source: {glue:text}`claim2_source_verdict`,
+#      {glue:text}`claim2_source_robustness`; k: {glue:text}`claim2_k_verdict`, {glue:text}`claim2_k_robustness`, slope
 #      {glue:text}`claim2_k_estimate:.4f` per block, 95 % CI {glue:text}`claim2_k_ci_low:.4f` to
 #      {glue:text}`claim2_k_ci_high:.4f`);
-#   3. both hold after correcting for accuracy: **{glue:text}`claim3_verdict`** (source:
-#      {glue:text}`claim3_source_verdict`; k: {glue:text}`claim3_k_verdict`, slope {glue:text}`claim3_k_estimate:.4f`,
+#   3. both hold after correcting for accuracy: **{glue:text}`claim3_verdict`**, {glue:text}`claim3_robustness`
+#      (source: {glue:text}`claim3_source_verdict`, {glue:text}`claim3_source_robustness`; k:
+#      {glue:text}`claim3_k_verdict`, {glue:text}`claim3_k_robustness`, slope {glue:text}`claim3_k_estimate:.4f`,
 #      95 % CI {glue:text}`claim3_k_ci_low:.4f` to {glue:text}`claim3_k_ci_high:.4f`).
 # - {glue:text}`n_methods_beating_baselines` of {glue:text}`n_methods_skill` attribution methods beat the best
-#   control map ({glue:text}`best_baseline_name`) with an interval above zero.
+#   control map ({glue:text}`best_baseline_name`) with an interval above zero
+#   ({glue:text}`n_methods_beating_baselines_robustness`).
 # - These are findings about this build's setting (MobileNetV2 at 64², pseudo-subjects of one template, our
 #   lesion generator, three seeds per cell), not the reference study's numbers. With 21 runs, cluster-robust
 #   errors are approximate; the mixed model above is the check. The `study` preset (VGG-16 at 224², every k)

@@ -145,3 +145,34 @@ def factor_verdicts(table: pd.DataFrame, claim: int) -> dict[str, str]:
     rows = table[table["claim"] == claim]
     return {"source": combine(rows.loc[rows["part"].str.startswith("source"), "verdict"]),
             "k": rows.loc[rows["part"].str.startswith("k"), "verdict"].iloc[0]}
+
+
+def read_cross_build_record(path) -> dict | None:
+    """The cross-machine record that ``benchmarks/cross_build.py compare --record`` writes (``None`` if absent):
+    each glued verdict of notebook 5 as two builds of the preset found it, one per instruction-set setting."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if not isinstance(record.get("verdicts"), dict):
+        raise ValueError(f"{path} has no 'verdicts' table; write it with benchmarks/cross_build.py compare --record")
+    return record
+
+
+def robustness(name: str, verdict: str, record: dict | None, preset: str) -> str:
+    """How a verdict fared across machines, as text for the book.
+
+    Robust means: the record holds the verdict ``name`` for the same preset, every build in it found the same
+    verdict, and so does this build. A verdict that flips between builds whose only difference is the CPU's
+    instruction set hangs on rounding, and the book says so instead of stating it as a finding.
+    """
+    if record is None or record.get("preset") != preset or name not in record["verdicts"]:
+        return "robustness across machines not measured for this setting"
+    found = record["verdicts"][name]
+    if len(set(found.values()) | {verdict}) == 1:
+        return f"the same in both builds of the cross-machine check ({', '.join(found)})"
+    builds = "; ".join(f"{label}: {value}" for label, value in found.items())
+    return f"NOT ROBUST: it flips between builds that differ only in the CPU's instruction set ({builds})"

@@ -1,0 +1,89 @@
+"""The cross-machine check: the instruction-set settings of benchmarks/cross_build.py are the Makefile's, glued
+values are read back from executed notebooks, and a verdict that flips between builds is marked as not robust."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from xaiutils import verdicts
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def cross_build():
+    spec = importlib.util.spec_from_file_location("cross_build", ROOT / "benchmarks" / "cross_build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_makefile_forces_the_same_instruction_sets(cross_build):
+    makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    for isa in ("avx2", "generic"):
+        line = re.search(rf"^ISA_ENV_{isa} := (.*)$", makefile, re.MULTILINE).group(1)
+        assert dict(item.split("=", 1) for item in line.split()) == cross_build.ISA_ENVIRONMENTS[isa]
+
+
+def test_unknown_isa_names_the_valid_ones(cross_build):
+    with pytest.raises(SystemExit, match="unknown --isa 'avx512'; valid: native, avx2, generic"):
+        cross_build.isa_environment("avx512")
+
+
+def glue_output(name, text):
+    return nbformat.v4.new_output("display_data", data={"text/plain": text},
+                                  metadata={"scrapbook": {"name": name, "mime_prefix": ""}})
+
+
+def test_glued_values_are_read_back_from_an_executed_notebook(tmp_path, cross_build):
+    notebook = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("glue(...)")
+    cell.outputs = [glue_output("accuracy_effect", "0.125"), glue_output("claim2_verdict", "'supported'"),
+                    glue_output("n_rows", "147"), nbformat.v4.new_output("stream", text="not glued\n")]
+    notebook.cells.append(cell)
+    path = tmp_path / "05_regression.ipynb"
+    nbformat.write(notebook, path)
+    assert cross_build.glued_values(path) == {"accuracy_effect": 0.125, "claim2_verdict": "supported",
+                                              "n_rows": 147}
+
+
+RECORD = {"preset": "book", "verdicts": {"claim2_k_verdict": {"native": "supported", "avx2": "not supported"},
+                                         "claim1_verdict": {"native": "supported", "avx2": "supported"},
+                                         "n_methods_beating_baselines": {"native": 1, "avx2": 1}}}
+
+
+def test_a_verdict_that_flips_between_builds_is_not_robust():
+    text = verdicts.robustness("claim2_k_verdict", "supported", RECORD, "book")
+    assert text.startswith("NOT ROBUST") and "native: supported; avx2: not supported" in text
+
+
+def test_a_verdict_both_builds_and_this_one_share_is_robust():
+    assert verdicts.robustness("claim1_verdict", "supported", RECORD, "book").startswith("the same in both builds")
+    assert verdicts.robustness("n_methods_beating_baselines", 1, RECORD, "book").startswith("the same")
+
+
+def test_a_verdict_this_build_finds_otherwise_than_both_recorded_builds_is_not_robust():
+    assert verdicts.robustness("claim1_verdict", "not supported", RECORD, "book").startswith("NOT ROBUST")
+
+
+def test_robustness_is_not_claimed_where_it_was_not_measured():
+    for name, preset, record in [("claim3_k_verdict", "book", RECORD), ("claim1_verdict", "smoke", RECORD),
+                                 ("claim1_verdict", "book", None)]:
+        assert verdicts.robustness(name, "supported", record, preset) == (
+            "robustness across machines not measured for this setting")
+
+
+def test_the_record_is_read_or_refused_with_a_reason(tmp_path):
+    assert verdicts.read_cross_build_record(tmp_path / "missing.json") is None
+    path = tmp_path / "cross_build.json"
+    path.write_text(json.dumps(RECORD))
+    assert verdicts.read_cross_build_record(path) == RECORD
+    path.write_text(json.dumps({"preset": "book"}))
+    with pytest.raises(ValueError, match="no 'verdicts' table"):
+        verdicts.read_cross_build_record(path)

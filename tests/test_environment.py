@@ -1,9 +1,13 @@
-"""requirements.txt, environment.yml, binder/environment.yml and pyproject.toml must agree."""
+"""requirements.txt, environment.yml, binder/environment.yml and pyproject.toml must agree, and binder/postBuild
+pairs every notebook of the book with the .ipynb its Binder button opens."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import tomllib
@@ -88,3 +92,43 @@ def test_gpu_machine_wheels_follow_the_requirements_pins():
                              capture_output=True, text=True, check=True).stdout.split()
     required = pins((ROOT / "requirements.txt").read_text().splitlines())
     assert pins(printed) == {name: required[name] for name in ("nibabel", "nilearn", "captum")}
+
+
+def toc_files() -> list[str]:
+    """Every page of _toc.yml, as its path without suffix."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("root", "file"):
+                    found.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(yaml.safe_load((ROOT / "_toc.yml").read_text()))
+    return found
+
+
+def test_binder_postbuild_pairs_every_notebook_of_the_book(tmp_path):
+    """binder/postBuild's pairing steps, run on a copy of the pages: every page that is a notebook (py:percent, or
+    MyST markdown with a kernelspec) gets the .ipynb that its Binder button opens."""
+    for folder in ("notebooks", "book"):
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("_ext", "*.bib"))
+    script = (ROOT / "binder" / "postBuild").read_text()
+    pairing = script[script.index("\nfor "):]  # the steps after installing (the loops of jupytext conversions)
+    jupytext = Path(sys.executable).with_name("jupytext")
+    env = {**os.environ, "PATH": f"{jupytext.parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["bash", "-euo", "pipefail", "-c", pairing], cwd=tmp_path, env=env, check=True,
+                   capture_output=True, text=True)
+    notebooks = []
+    for page in toc_files():
+        source = next((ROOT / page).parent.glob(Path(page).name + ".*"))
+        if source.suffix == ".py" or "kernelspec:" in source.read_text().split("\n---", 1)[0]:
+            notebooks.append(page)
+    assert len(notebooks) >= 6, notebooks
+    missing = [page for page in notebooks if not (tmp_path / f"{page}.ipynb").exists()]
+    assert not missing, f"binder/postBuild leaves these notebooks unpaired: {missing}"

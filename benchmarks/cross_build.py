@@ -67,10 +67,12 @@ def glued_values(notebook: Path) -> dict[str, object]:
     values = {}
     for cell in json.loads(notebook.read_text())["cells"]:
         for output in cell.get("outputs", []):
-            name = output.get("metadata", {}).get("scrapbook", {}).get("name")
-            if name is None:
+            scrapbook = output.get("metadata", {}).get("scrapbook", {})
+            if "name" not in scrapbook:
                 continue
-            text = "".join(output.get("data", {}).get("text/plain", ""))
+            # numbers are stored as their repr, texts as themselves (xaiutils.book.glue pastes them without quotes)
+            text = "".join(output.get("data", {}).get(scrapbook.get("mime_prefix", "") + "text/plain", ""))
+            name = scrapbook["name"]
             try:
                 values[name] = ast.literal_eval(text)
             except (ValueError, SyntaxError):
@@ -87,7 +89,9 @@ def compare_glue(a: Path, b: Path, preset: str) -> pd.DataFrame:
     for notebook in NOTEBOOKS:
         run_a, run_b = (root / preset / notebook / f"{notebook}.ipynb" for root in (a, b))
         values_a, values_b = glued_values(run_a), glued_values(run_b)
-        for name in sorted(set(values_a) | set(values_b)):
+        # the *_robustness texts are read from the record this comparison writes: not results of the build
+        names = sorted(name for name in set(values_a) | set(values_b) if not name.endswith("_robustness"))
+        for name in names:
             value_a, value_b = values_a.get(name), values_b.get(name)
             numeric = is_number(value_a) and is_number(value_b)
             difference = abs(value_a - value_b) if numeric else math.nan

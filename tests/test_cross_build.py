@@ -37,19 +37,21 @@ def test_unknown_isa_names_the_valid_ones(cross_build):
 
 
 def glue_output(name, text):
-    return nbformat.v4.new_output("display_data", data={"text/plain": text},
-                                  metadata={"scrapbook": {"name": name, "mime_prefix": ""}})
+    """As MyST-NB's glue(display=False) stores a value (seen in an executed notebook 5)."""
+    prefix = "application/papermill.record/"
+    return nbformat.v4.new_output("display_data", data={f"{prefix}text/plain": text},
+                                  metadata={"scrapbook": {"name": name, "mime_prefix": prefix}})
 
 
 def test_glued_values_are_read_back_from_an_executed_notebook(tmp_path, cross_build):
     notebook = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("glue(...)")
-    cell.outputs = [glue_output("accuracy_effect", "0.125"), glue_output("claim2_verdict", "'supported'"),
+    cell.outputs = [glue_output("accuracy_effect", "0.125"), glue_output("claim2_verdict", "not supported"),
                     glue_output("n_rows", "147"), nbformat.v4.new_output("stream", text="not glued\n")]
     notebook.cells.append(cell)
     path = tmp_path / "05_regression.ipynb"
     nbformat.write(notebook, path)
-    assert cross_build.glued_values(path) == {"accuracy_effect": 0.125, "claim2_verdict": "supported",
+    assert cross_build.glued_values(path) == {"accuracy_effect": 0.125, "claim2_verdict": "not supported",
                                               "n_rows": 147}
 
 

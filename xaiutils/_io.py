@@ -15,6 +15,9 @@ import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 
 @contextlib.contextmanager
@@ -139,3 +142,18 @@ def write_stamp(folder: str | os.PathLike, names, content_hash: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def read_yaml_file(path: str | os.PathLike, what: str, missing_hint: str) -> Any:
+    """The content of the YAML file ``path``; one-line errors name ``what`` it is (e.g. "grid file") and the file:
+    a missing file (with ``missing_hint``: what to do instead), or invalid YAML (with its line and problem)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist; {missing_hint}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{what} {path} is not valid YAML{where} ({problem})") from None

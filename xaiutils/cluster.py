@@ -36,6 +36,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ._io import read_yaml_file
+
 # type -> (module, class, options that must be given)
 CLUSTER_TYPES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "local": ("distributed", "LocalCluster", ()),
@@ -174,8 +176,6 @@ def _check_option_values(options: Mapping[str, Any], where: str) -> None:
 
 def read_cluster_spec(path: str | os.PathLike) -> ClusterSpec:
     """A checked cluster spec from a YAML file; errors name the file."""
-    from .runs import read_yaml_file
-
     spec = read_yaml_file(path, "cluster spec", "give a YAML file (see examples/slurm.yaml) or a scheduler address "
                           "like tcp://host:8786")
     return check_spec(spec, where=f"cluster spec {path}")
@@ -261,7 +261,7 @@ def connect(cluster: Any, announce: bool = True) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def _cancel_on_error(client, futures) -> Iterator[None]:
+def cancel_on_error(client, futures) -> Iterator[None]:
     """When the block raises (a failed task, Ctrl-C), the tasks not yet finished are cancelled; a task already
     running on a worker finishes or fails on its own, as a cell of a local grid does."""
     try:
@@ -271,134 +271,12 @@ def _cancel_on_error(client, futures) -> Iterator[None]:
         raise
 
 
-def _cell_task(folder: str, cell_parameters: dict, inputs: dict, preset: str, path: str, notebook, wait):
-    """One grid cell, in a Dask worker: the cell's lock is taken here, in the process that runs the notebook, so
-    the operating system drops it if this worker dies. ``(outcome, pid)``: ran, skipped (finished) or busy."""
-    from . import runs
+@contextlib.contextmanager
+def joblib_backend(cluster: Any) -> Iterator[None]:
+    """Within the block, joblib's ``Parallel(n_jobs=-1)`` runs its tasks on ``cluster``'s Dask workers (joblib's
+    ``dask`` backend): what :func:`xaiutils.metrics.score_maps` takes as ``backend`` to spread a batch."""
+    from joblib import parallel_config
 
-    try:
-        ran = runs.run_grid_cell(Path(folder), cell_parameters, inputs, preset, lambda _: (Path(path), notebook),
-                                 wait)
-    except runs.FolderBusy:
-        return "busy", os.getpid()
-    return ("ran" if ran else "skipped"), os.getpid()
-
-
-def _cell_result(future, name: str) -> str:
-    """The outcome of a cell's task; a cell whose workers died every time it ran is named in the error."""
-    from distributed import KilledWorker
-
-    try:
-        return future.result()[0]
-    except KilledWorker as error:
-        raise RuntimeError(f"grid cell {name} ran on workers that died each time (Dask stops after "
-                           f"distributed.scheduler.allowed-failures attempts); its run folder was not written: look "
-                           f"in the workers' logs for the cause (out of memory, walltime, a crash)") from error
-
-
-def run_cells(cluster: Any, out_dir: Path, cells: list[dict], inputs: Mapping[str, Any], preset: str, prepare,
-              resources: Mapping[str, float] | None = None, progress: bool = True) -> list[str]:
-    """Run the grid cells ``cells`` (each a cell's full parameters) as Dask tasks, one per cell; the names of the
-    cells that ran. Called by :func:`xaiutils.runs.run_grid` with ``cluster``.
-
-    - A cell whose folder is finished is not submitted (the task checks again under the lock).
-    - Each task holds the cell's lock while it runs (:func:`xaiutils.runs.run_grid_cell`), so two clients, on the
-      same scheduler or not, never run one cell at once; a cell another process is writing comes back as busy
-      and is submitted again, waiting for the lock, after the other cells.
-    - A worker that dies mid-cell leaves only its temporary folder, which holds no ``run.json``; Dask runs the
-      task again on another worker (up to ``distributed.scheduler.allowed-failures`` times), and that attempt
-      removes the leftover under the lock before it starts.
-    - Task keys name the cell and the content of its parameters and inputs: two clients of one scheduler that
-      submit the same cell get the same task.
-    """
-    from dask.base import tokenize
-    from distributed import as_completed
-    from tqdm import tqdm
-
-    from . import runs
-
-    names = [runs.cell_name(cell) for cell in cells]
-    todo = [(name, cell) for name, cell in zip(names, cells, strict=True)
-            if not runs.is_finished(out_dir / name, cell, inputs)]
-    if not todo:
-        return []
-    path, notebook = prepare(todo[0][1])  # names and types of the parameters checked here, before any task
-    spec = as_spec(cluster)
-    if resources is None:
-        resources = task_resources(spec)
-    todo.sort(key=lambda item: item[1].get("n_pretrained_blocks", 0))  # slowest first (fewest frozen blocks)
-    executed: list[str] = []
-    with connect(spec) as client:
-
-        def submit(name: str, cell: dict, wait):
-            key = f"grid-cell-{name}-{tokenize(str(out_dir), cell, dict(inputs), wait)}"
-            return client.submit(_cell_task, str(out_dir / name), cell, dict(inputs), preset, str(path), notebook,
-                                 wait, key=key, resources=resources)
-
-        futures = {submit(name, cell, 0): (name, cell) for name, cell in todo}
-        busy = []
-        bar = tqdm(total=len(todo), desc="grid (dask)", disable=not progress)
-        with _cancel_on_error(client, futures):
-            for future in as_completed(list(futures)):
-                outcome = _cell_result(future, futures[future][0])
-                if outcome == "busy":
-                    busy.append(futures[future])
-                    continue
-                executed += [futures[future][0]] if outcome == "ran" else []
-                bar.update()
-            for name, _ in busy:
-                print(f"grid: waiting for cell {name}, which {runs.lock_owner(runs.lock_file(out_dir / name))} "
-                      "is writing", file=sys.stderr, flush=True)
-            waiting = {submit(name, cell, None): (name, cell) for name, cell in busy}
-            futures.update(waiting)
-            for future in as_completed(list(waiting)):
-                outcome = _cell_result(future, waiting[future][0])
-                executed += [waiting[future][0]] if outcome == "ran" else []
-                bar.update()
-        bar.close()
-    runs.remove_dead_leftovers(out_dir)  # a killed worker's kernel may outlive it by a second or so
-    return executed
-
-
-_BENCHES: dict[tuple[str, str | None], Any] = {}  # per worker process: datasets loaded, by folder and content
-
-
-def _explain_task(run_dir: str, data_dir: str, content: str | None, images, methods, metric_names, options,
-                  keep_maps: bool):
-    """One run explained in a Dask worker; its maps are scored by tasks of the same cluster."""
-    from distributed import get_client
-
-    from . import data, evaluate
-
-    if (data_dir, content) not in _BENCHES:
-        _BENCHES[(data_dir, content)] = data.load_benchmark(data_dir)
-    return evaluate.explain_run(run_dir, _BENCHES[(data_dir, content)], images, methods, metric_names,
-                                keep_maps=keep_maps, progress=False, cluster=get_client(), **options)
-
-
-def explain_runs(cluster: Any, grid_dir: Path, run_names: list[str], data_dir, images, methods, metric_names,
-                 maps_for: str | None, options: Mapping[str, Any], bar=None):
-    """``({run: table}, maps of maps_for)``: each run of ``run_names`` explained as one Dask task (asking for the
-    spec's ``task_resources``); called by :func:`xaiutils.evaluate.explain_grid` with ``cluster``."""
-    from dask.base import tokenize
-    from distributed import as_completed
-
-    from . import runs
-
-    spec = as_spec(cluster)
-    content = runs.dataset_hash(data_dir)  # a worker reloads the dataset when its content changed
-    tables, maps = {}, None
-    with connect(spec) as client:
-        futures = {}
-        for name in run_names:
-            arguments = (str(Path(grid_dir) / name), str(data_dir), content, images, methods, metric_names,
-                         dict(options), name == maps_for)
-            key = f"explain-{name}-{tokenize(*arguments)}"
-            futures[client.submit(_explain_task, *arguments, key=key, resources=task_resources(spec))] = name
-        with _cancel_on_error(client, futures):
-            for future in as_completed(list(futures)):
-                tables[futures[future]], kept = future.result()
-                maps = kept if kept is not None else maps
-                if bar is not None:
-                    bar.update()
-    return tables, maps
+    with connect(cluster, announce=False) as client, parallel_config(backend="dask", client=client,
+                                                                     wait_for_workers_timeout=600):
+        yield

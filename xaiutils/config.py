@@ -9,7 +9,8 @@ step's fields as its papermill parameters (``tests/test_config.py`` checks that)
 - ``study``: the reference study's scale (VGG-16 at 224², a GPU job), derived from ``smoke`` the same way.
 
 Each derived value says why it differs. Parameters are validated once, here, with one style of message
-("valid choices: …"). Notebooks read a step through :func:`xaiutils.presets.resolve`, which returns a plain dict.
+("valid choices: …"). Notebooks read a step through :func:`resolve` (or :func:`resolve_from`), which returns a
+plain dict.
 About 400 lines, one job: most of it is the three presets written out with the reason for each value.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -27,9 +28,6 @@ class Step:
     """A step's parameters. ``name`` is the step's name in :class:`Preset` and in error messages."""
 
     name: ClassVar[str] = ""
-    # Parameters renamed so that one word means one thing: old name -> new name. The old name still works as an
-    # override for one release, with a DeprecationWarning.
-    renamed: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def parameter_names(cls) -> list[str]:
@@ -41,13 +39,6 @@ class Step:
 
     def with_overrides(self, **overrides: Any) -> Step:
         """A copy with every non-``None`` override applied; an unknown name is refused with the valid ones."""
-        for old, new in self.renamed.items():
-            if old in overrides:
-                warnings.warn(f"the {self.name} parameter {old!r} is now called {new!r}", DeprecationWarning,
-                              stacklevel=3)
-                if new in overrides:
-                    raise ValueError(f"give {new!r} only; {old!r} is its old name")
-                overrides = {(new if key == old else key): value for key, value in overrides.items()}
         unknown = sorted(set(overrides) - set(self.parameter_names()))
         if unknown:
             raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for step {self.name!r}; "
@@ -70,7 +61,6 @@ class DataConfig(Step):
 
     name: ClassVar[str] = "data"
     # "source" meant both these volumes and the pre-training weights; "task" both this and the pre-training task
-    renamed: ClassVar[dict[str, str]] = {"source": "volume_source", "task": "lesion_task"}
     volume_source: str  # "mni152" (pseudo-subjects from nilearn's template), "ixi" (fetched IXI T1), or a folder
     n_subjects: int
     slices_per_subject: int  # distinct axial levels per subject, drawn from the band
@@ -382,6 +372,34 @@ def step_config(step: str, preset: str = "smoke", **overrides: Any) -> Step:
     return chosen.step(step).with_overrides(**overrides)
 
 
+def resolve(step: str, preset: str = "smoke", **overrides: Any) -> dict[str, Any]:
+    """The parameters of ``step`` under ``preset`` as a plain dict, with every non-``None`` override applied: what
+    notebooks read, e.g. ``resolve("data", preset="smoke", image_size=96)``. ``None`` means "take the preset's
+    value", which lets a notebook's papermill parameters default to ``None``.
+
+    Raises ``ValueError`` naming the bad preset, step or parameter and listing the valid ones.
+    """
+    return step_config(step, preset, **overrides).as_dict()
+
+
+def resolve_from(step: str, preset: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`resolve` with the overrides read from ``parameters`` (a notebook's ``globals()``): one value per
+    parameter of ``step``, ``None`` meaning the preset's. A parameter missing from ``parameters`` is an error, so a
+    notebook cannot silently lack one of its step's parameters."""
+    names = get_preset(preset).step(step).parameter_names()
+    missing = [name for name in names if name not in parameters]
+    if missing:
+        raise ValueError(f"no value for parameter(s) {', '.join(map(repr, missing))} of step {step!r}; "
+                         f"every parameter of the step must be given (None: the preset's value)")
+    return resolve(step, preset, **{name: parameters[name] for name in names})
+
+
+def preset_as_dicts(preset: str) -> dict[str, dict[str, Any]]:
+    """``{step: {parameter: value}}`` of ``preset`` (new dicts: changing them changes nothing)."""
+    chosen = get_preset(preset)
+    return {step: chosen.step(step).as_dict() for step in Preset.step_names()}
+
+
 # Each notebook's papermill parameters: ``preset``, the fields of its steps, and these others (inputs, outputs and
 # switches that are not preset values). tests/test_config.py checks every notebook against this table.
 NOTEBOOK_STEPS: dict[str, tuple[str, ...]] = {
@@ -405,4 +423,4 @@ NOTEBOOK_EXTRA_PARAMETERS: dict[str, tuple[str, ...]] = {
 
 __all__ = ["DataConfig", "ExplainConfig", "FinetuneConfig", "GridConfig", "NOTEBOOK_EXTRA_PARAMETERS",
            "NOTEBOOK_STEPS", "OverviewConfig", "PRESETS", "Preset", "PretrainConfig", "RegressionConfig", "Step",
-           "get_preset", "preset_names", "step_config"]
+           "get_preset", "preset_as_dicts", "preset_names", "resolve", "resolve_from", "step_config"]

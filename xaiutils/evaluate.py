@@ -7,17 +7,20 @@ a chosen selection of images (:func:`aggregate`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import as_completed
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from . import data, explain, metrics, parallel, plugins
+from .cluster import joblib_backend
 from .pipeline.grid import check_workers
 from .run_record import RunRecord
+from .synth.dataset import dataset_hash, load_benchmark
 
 SELECTIONS = ("correct", "correct_all", "all")
 LESION_COLUMNS = ("label", "class_name", "n_lesions", "lesion_area_px", "contrast", "solidity", "subject", "level")
@@ -61,7 +64,8 @@ def explain_run(run_dir, bench, images: np.ndarray, methods, metric_names, resol
     images only, when that is set: at 224² they take seconds per image.
 
     A method that does not apply to the backbone gives rows with NaN scores and the reason. ``cluster``: the maps
-    are scored on that Dask cluster (:func:`xaiutils.metrics.score_maps`), the same scores. ``user_methods``: your
+    are scored on that Dask cluster (:func:`xaiutils.cluster.joblib_backend` given to
+    :func:`xaiutils.metrics.score_maps`), the same scores. ``user_methods``: your
     own methods (entries of :func:`xaiutils.plugins.parse_entries`), scored after ``methods`` under their names,
     each map batch validated before scoring (:class:`xaiutils.plugins.InvalidMethod` otherwise).
     """
@@ -80,7 +84,7 @@ def explain_run(run_dir, bench, images: np.ndarray, methods, metric_names, resol
         try:
             maps = plugins.maps_of(model, x, targets, method, user=user, seed=seed, batch_size=batch_size)
             scores = metrics.score_maps(maps, masks, metrics=metric_names, resolution=resolution, n_jobs=n_jobs,
-                                        cluster=cluster)
+                                        backend=None if cluster is None else joblib_backend(cluster))
             if kept is not None:
                 kept[method] = maps
         except explain.NotApplicable as reason:
@@ -133,10 +137,8 @@ def explain_grid(grid_dir, run_names, data_dir, images: np.ndarray, methods, met
     tables, maps = {}, None
     bar = tqdm(total=len(run_names), desc="runs explained", disable=not progress)
     if cluster is not None:
-        from .cluster import explain_runs
-
-        tables, maps = explain_runs(cluster, grid_dir, run_names, data_dir, images, methods, metric_names, maps_for,
-                                    options, bar)
+        tables, maps = _explain_runs_on_dask(cluster, grid_dir, run_names, data_dir, images, methods, metric_names,
+                                             maps_for, options, bar)
     elif workers == 1:
         bench = data.load_benchmark(data_dir)
         for name in run_names:
@@ -155,6 +157,48 @@ def explain_grid(grid_dir, run_names, data_dir, images: np.ndarray, methods, met
                     bar.update()
     bar.close()
     return pd.concat([tables[name] for name in run_names], ignore_index=True), maps
+
+
+_BENCHES: dict[tuple[str, str | None], Any] = {}  # per worker process: datasets loaded, by folder and content
+
+
+def _explain_task(run_dir: str, data_dir: str, content: str | None, images, methods, metric_names, options,
+                  keep_maps: bool):
+    """One run explained in a Dask worker; its maps are scored by tasks of the same cluster."""
+    from distributed import get_client
+
+    if (data_dir, content) not in _BENCHES:
+        _BENCHES[(data_dir, content)] = load_benchmark(data_dir)
+    return explain_run(run_dir, _BENCHES[(data_dir, content)], images, methods, metric_names,
+                                keep_maps=keep_maps, progress=False, cluster=get_client(), **options)
+
+
+def _explain_runs_on_dask(cluster: Any, grid_dir: Path, run_names: list[str], data_dir, images, methods, metric_names,
+                          maps_for: str | None, options: Mapping[str, Any], bar=None):
+    """``({run: table}, maps of maps_for)``: each run of ``run_names`` explained as one Dask task (asking for the
+    spec's ``task_resources``); called by :func:`explain_grid` with ``cluster``."""
+    from dask.base import tokenize
+    from distributed import as_completed
+
+    from .cluster import as_spec, cancel_on_error, connect, task_resources
+
+    spec = as_spec(cluster)
+    content = dataset_hash(data_dir)  # a worker reloads the dataset when its content changed
+    tables, maps = {}, None
+    with connect(spec) as client:
+        futures = {}
+        for name in run_names:
+            arguments = (str(Path(grid_dir) / name), str(data_dir), content, images, methods, metric_names,
+                         dict(options), name == maps_for)
+            key = f"explain-{name}-{tokenize(*arguments)}"
+            futures[client.submit(_explain_task, *arguments, key=key, resources=task_resources(spec))] = name
+        with cancel_on_error(client, futures):
+            for future in as_completed(list(futures)):
+                tables[futures[future]], kept = future.result()
+                maps = kept if kept is not None else maps
+                if bar is not None:
+                    bar.update()
+    return tables, maps
 
 
 def add_correct_for_all(table: pd.DataFrame) -> pd.DataFrame:

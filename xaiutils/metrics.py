@@ -265,7 +265,7 @@ def _cost_estimate(attribution, lesion_mask) -> float:
 
 def score_maps(maps, masks, metrics=DEFAULT_METRICS, resolution: int | None = DEFAULT_RESOLUTION,
                n_jobs: int | None = -1, num_iter_max: int = DEFAULT_NUM_ITER_MAX,
-               progress: bool = False, cluster=None) -> pd.DataFrame:
+               progress: bool = False, backend=None) -> pd.DataFrame:
     """Score a batch: one row per image (index = image position), a column per metric, and ``reason``.
 
     ``reason`` is ``""`` for a fully scored image; otherwise it says why values are NaN (a map-level problem
@@ -273,10 +273,10 @@ def score_maps(maps, masks, metrics=DEFAULT_METRICS, resolution: int | None = DE
     ``resolution`` applies to the EMD metrics only (the exact solve is what is expensive); the others score the
     native grid. ``n_jobs``: processes for the batch (joblib; -1 = all cores, 1 = serial in this process). Exact EMD
     dominates the cost, about 0.1–1 s per 64² map, so a batch is spread over cores with one BLAS thread each.
-    ``cluster`` (a Dask client, scheduler address or cluster spec file; :mod:`xaiutils.cluster`): the batch is
-    spread over the cluster's workers instead, through joblib's ``dask`` backend (``n_jobs`` is then ignored); the
-    scores are the same.
-    """
+    ``backend``: a context manager (not yet entered) within which joblib's ``Parallel(n_jobs=-1)`` runs elsewhere,
+    e.g. :func:`xaiutils.cluster.joblib_backend` for a Dask cluster's workers; the batch is then spread there
+    (``n_jobs`` is ignored), with the same scores. This module knows nothing of where the work runs.
+"""
     from joblib import Parallel, cpu_count, delayed
     from tqdm import tqdm
 
@@ -287,16 +287,11 @@ def score_maps(maps, masks, metrics=DEFAULT_METRICS, resolution: int | None = DE
         raise ValueError(f"n_jobs must be -1 (all cores), None or a positive integer, got {n_jobs}")
     workers = min(workers, len(items))
     bar = tqdm(total=len(items), desc="scoring", disable=not progress)
-    if cluster is not None and items:
-        from joblib import parallel_config
-
-        from .cluster import connect
-
+    if backend is not None and items:
         tasks = (delayed(_score_item)(attribution, lesion_mask, metrics, resolution, num_iter_max, True)
                  for attribution, lesion_mask in zip(items, mask_items, strict=True))
         rows = []
-        with connect(cluster, announce=False) as client, parallel_config(
-                backend="dask", client=client, wait_for_workers_timeout=600):
+        with backend:
             for row in Parallel(n_jobs=-1, return_as="generator")(tasks):
                 rows.append(row)
                 bar.update()

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -370,11 +368,3 @@ def evaluate_loss(model, x, y, batch_size, device, start: int = 0) -> tuple[floa
         total += float(nn.functional.cross_entropy(logits, y[index], reduction="sum"))
         correct += int((logits.argmax(1) == y[index]).sum())
     return total / max(len(x), 1), correct / max(len(x), 1)
-
-
-def write_run(out_dir: str | os.PathLike, model: nn.Module, config: dict, history: dict, metrics: dict) -> Path:
-    """Write ``model.pt`` (weights only) and ``model.json`` (config, history, metrics) into ``out_dir``, the
-    sidecar last: ``RunRecord(config, history, metrics).write(out_dir, model)`` (:mod:`xaiutils.run_record`)."""
-    from .run_record import RunRecord
-
-    return RunRecord(config, history, metrics).write(out_dir, model)

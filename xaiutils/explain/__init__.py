@@ -21,7 +21,6 @@ feature masks), and the methods by kind: :mod:`.gradient`, :mod:`.propagation`, 
 from __future__ import annotations
 
 import importlib
-import warnings
 
 from .base import (
     COST_CLASSES,
@@ -60,11 +59,3 @@ def _import_methods() -> None:
 
 
 _import_methods()
-
-
-def __getattr__(name: str):
-    if name == "BASELINES":
-        warnings.warn("explain.BASELINES is deprecated: the model-free maps are control maps now, "
-                      "use explain.control_map_names()", DeprecationWarning, stacklevel=2)
-        return tuple(control_map_names())
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

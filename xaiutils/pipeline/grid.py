@@ -3,20 +3,20 @@ where it stopped, on several workers or a Dask cluster, and collected into ``acc
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._io import write_atomic
+from .._io import read_yaml_file, write_atomic
+from ..parallel import check_workers, kernel_threads
 from ..run_record import RunRecord
 from .inputs import INPUTS_FILE, check_grid_inputs, input_fingerprint
 from .locks import FolderBusy, folder_lock, lock_file, lock_owner, remove_dead_leftovers, remove_leftovers
-from .params import prepare_notebook, read_yaml_file
+from .params import prepare_notebook
 from .paths import default_out_dir
 from .runner import execute
 
@@ -98,29 +98,6 @@ def is_finished(folder: Path, parameters: Mapping[str, Any], inputs: Mapping[str
         return False
 
 
-def check_workers(workers) -> int:
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
-    return workers
-
-
-@contextlib.contextmanager
-def kernel_threads(threads: int) -> Iterator[None]:
-    """Within the block, kernels started from this process use ``threads`` threads (OpenMP and MKL, which torch
-    reads at import); the caller's environment is restored afterwards."""
-    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-    previous = {name: os.environ.get(name) for name in names}
-    os.environ.update({name: str(threads) for name in names})
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def run_grid_cell(folder: Path, cell_parameters: dict[str, Any], inputs: Mapping[str, Any], preset: str,
                   prepare, wait: float | None) -> bool:
     """Run one grid cell into ``folder`` under its lock, unless it is finished; whether it ran.
@@ -177,7 +154,7 @@ def run_grid(
     :mod:`xaiutils.cluster`): each cell that is not finished is one Dask task instead, asking for ``resources``
     (default: the spec's ``task_resources``, e.g. ``{"GPU": 1}``); ``workers`` is then ignored. The task takes the
     cell's lock in the worker that runs it, so the contract above holds on a cluster too (see
-    :func:`xaiutils.cluster.run_cells`).
+    :func:`_run_cells_on_dask`).
     """
     import pandas as pd
     from tqdm import tqdm
@@ -214,10 +191,8 @@ def run_grid(
 
     busy = []
     if cluster is not None:
-        from ..cluster import run_cells
-
-        executed += run_cells(cluster, out_dir, [{**parameters, **cell, "grid": False} for cell in cells], inputs,
-                              preset, prepare, resources=resources, progress=progress)
+        executed += _run_cells_on_dask(cluster, out_dir, [{**parameters, **cell, "grid": False} for cell in cells],
+                                       inputs, preset, prepare, resources=resources, progress=progress)
     elif workers == 1:
         for cell in tqdm(cells, desc="grid", disable=not progress):
             try:
@@ -253,3 +228,90 @@ def run_grid(
     write_atomic(out_dir / "accuracy.csv", table.to_csv(index=False))
     table.attrs["executed"] = executed
     return table
+
+
+def _cell_task(folder: str, cell_parameters: dict, inputs: dict, preset: str, path: str, notebook, wait):
+    """One grid cell, in a Dask worker: the cell's lock is taken here, in the process that runs the notebook, so
+    the operating system drops it if this worker dies. ``(outcome, pid)``: ran, skipped (finished) or busy."""
+    try:
+        ran = run_grid_cell(Path(folder), cell_parameters, inputs, preset, lambda _: (Path(path), notebook),
+                                 wait)
+    except FolderBusy:
+        return "busy", os.getpid()
+    return ("ran" if ran else "skipped"), os.getpid()
+
+
+def _cell_result(future, name: str) -> str:
+    """The outcome of a cell's task; a cell whose workers died every time it ran is named in the error."""
+    from distributed import KilledWorker
+
+    try:
+        return future.result()[0]
+    except KilledWorker as error:
+        raise RuntimeError(f"grid cell {name} ran on workers that died each time (Dask stops after "
+                           f"distributed.scheduler.allowed-failures attempts); its run folder was not written: look "
+                           f"in the workers' logs for the cause (out of memory, walltime, a crash)") from error
+
+
+def _run_cells_on_dask(cluster: Any, out_dir: Path, cells: list[dict], inputs: Mapping[str, Any], preset: str, prepare,
+              resources: Mapping[str, float] | None = None, progress: bool = True) -> list[str]:
+    """Run the grid cells ``cells`` (each a cell's full parameters) as Dask tasks, one per cell; the names of the
+    cells that ran. Called by :func:`run_grid` with ``cluster``; :mod:`xaiutils.cluster` gives the client.
+
+    - A cell whose folder is finished is not submitted (the task checks again under the lock).
+    - Each task holds the cell's lock while it runs (:func:`run_grid_cell`), so two clients, on the
+      same scheduler or not, never run one cell at once; a cell another process is writing comes back as busy
+      and is submitted again, waiting for the lock, after the other cells.
+    - A worker that dies mid-cell leaves only its temporary folder, which holds no ``run.json``; Dask runs the
+      task again on another worker (up to ``distributed.scheduler.allowed-failures`` times), and that attempt
+      removes the leftover under the lock before it starts.
+    - Task keys name the cell and the content of its parameters and inputs: two clients of one scheduler that
+      submit the same cell get the same task.
+    """
+    from dask.base import tokenize
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    from ..cluster import as_spec, cancel_on_error, connect, task_resources
+
+    names = [cell_name(cell) for cell in cells]
+    todo = [(name, cell) for name, cell in zip(names, cells, strict=True)
+            if not is_finished(out_dir / name, cell, inputs)]
+    if not todo:
+        return []
+    path, notebook = prepare(todo[0][1])  # names and types of the parameters checked here, before any task
+    spec = as_spec(cluster)
+    if resources is None:
+        resources = task_resources(spec)
+    todo.sort(key=lambda item: item[1].get("n_pretrained_blocks", 0))  # slowest first (fewest frozen blocks)
+    executed: list[str] = []
+    with connect(spec) as client:
+
+        def submit(name: str, cell: dict, wait):
+            key = f"grid-cell-{name}-{tokenize(str(out_dir), cell, dict(inputs), wait)}"
+            return client.submit(_cell_task, str(out_dir / name), cell, dict(inputs), preset, str(path), notebook,
+                                 wait, key=key, resources=resources)
+
+        futures = {submit(name, cell, 0): (name, cell) for name, cell in todo}
+        busy = []
+        bar = tqdm(total=len(todo), desc="grid (dask)", disable=not progress)
+        with cancel_on_error(client, futures):
+            for future in as_completed(list(futures)):
+                outcome = _cell_result(future, futures[future][0])
+                if outcome == "busy":
+                    busy.append(futures[future])
+                    continue
+                executed += [futures[future][0]] if outcome == "ran" else []
+                bar.update()
+            for name, _ in busy:
+                print(f"grid: waiting for cell {name}, which {lock_owner(lock_file(out_dir / name))} "
+                      "is writing", file=sys.stderr, flush=True)
+            waiting = {submit(name, cell, None): (name, cell) for name, cell in busy}
+            futures.update(waiting)
+            for future in as_completed(list(waiting)):
+                outcome = _cell_result(future, waiting[future][0])
+                executed += [waiting[future][0]] if outcome == "ran" else []
+                bar.update()
+        bar.close()
+    remove_dead_leftovers(out_dir)  # a killed worker's kernel may outlive it by a second or so
+    return executed

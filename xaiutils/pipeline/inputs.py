@@ -9,41 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._io import stamp_matches
 from .paths import default_out_dir, find_notebook
 
 INPUTS_FILE = "inputs.json"
-
-
-def read_card(data_dir: str | os.PathLike) -> dict[str, Any]:
-    """The ``card.json`` of a dataset folder, with one-line errors that name the file and what to do."""
-    data_dir = Path(data_dir)
-    card_path = data_dir / "card.json"
-    if not card_path.is_file():
-        raise FileNotFoundError(
-            f"{data_dir} is not a benchmark dataset folder: card.json is missing; make the dataset first with "
-            f"notebook 1 (python -m xaiutils run 01_data --preset smoke), or point data_dir at one")
-    try:
-        card = json.loads(card_path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(f"{card_path} is not valid JSON ({error}); the dataset is damaged: re-create it with "
-                         f"notebook 1 (python -m xaiutils run 01_data --overwrite)") from None
-    if not isinstance(card, dict) or not isinstance(card.get("content_hash"), str):
-        raise ValueError(f"{card_path} holds no content_hash; the dataset is damaged: re-create it with "
-                         f"notebook 1 (python -m xaiutils run 01_data --overwrite)")
-    return card
-
-
-def dataset_hash(data_dir: str | os.PathLike) -> str:
-    """The content hash of the dataset in ``data_dir``, checked against its data: cheaply through the stamp
-    (a few ``stat`` calls), by hashing the data when the stamp does not match. Raises ``ValueError`` when the
-    data no longer match the card, ``FileNotFoundError`` when the folder is not a dataset."""
-    card = read_card(data_dir)
-    if stamp_matches(data_dir, card["content_hash"]):
-        return card["content_hash"]
-    from ..data import load_benchmark  # imports torch: only when the data must be read
-
-    return load_benchmark(data_dir, verify=True).card["content_hash"]
 
 
 def grid_inputs(preset: str, parameters: Mapping[str, Any]) -> tuple[Path, Path]:
@@ -60,8 +28,8 @@ def input_fingerprint(preset: str, parameters: Mapping[str, Any],
 
     - ``dataset_hash`` and ``mri_checkpoint_sha256``: the dataset's content hash and the MRI checkpoint's SHA-256.
       Paths alone are not enough: re-running notebook 1 or 2 rewrites the same paths with other contents. The
-      dataset's hash is checked against its data (:func:`dataset_hash`), so a dataset changed after its card was
-      written raises ``ValueError`` instead of passing for the old one.
+      dataset's hash is checked against its data (:func:`~xaiutils.synth.dataset.dataset_hash`), so a dataset
+      changed after its card was written raises ``ValueError`` instead of passing for the old one.
     - ``finetune_config``: the fine-tuning settings after the preset is applied, so that a changed preset value
       (not only a changed papermill parameter) runs the cell again.
     - ``code_sha256``: the notebook's text and the source of ``xaiutils`` (subpackages included), so that a cell
@@ -74,6 +42,8 @@ def input_fingerprint(preset: str, parameters: Mapping[str, Any],
     from ..presets import resolve
 
     data_dir, checkpoint = grid_inputs(preset, parameters)
+    from ..synth.dataset import dataset_hash  # the dataset's own card and hash (imports numpy, pandas)
+
     dataset = dataset_hash(data_dir) if (data_dir / "card.json").is_file() else None
     checkpoint_hash = hashlib.sha256(checkpoint.read_bytes()).hexdigest() if checkpoint.is_file() else None
     keys = resolve("finetune", preset)

@@ -4,7 +4,6 @@ its cell tagged ``parameters`` (names, and types from the literal defaults or th
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ..presets import preset_names
+from ..config import preset_names
 from .paths import find_notebook
 
 NOTEBOOK_FORMAT = "py:percent"
@@ -34,24 +33,6 @@ def parse_value(text: str, name: str | None = None) -> Any:
 
 
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-def read_yaml_file(path: str | os.PathLike, what: str, missing_hint: str) -> Any:
-    """The content of the YAML file ``path``; one-line errors name ``what`` it is (e.g. "grid file") and the file:
-    a missing file (with ``missing_hint``: what to do instead), or invalid YAML (with its line and problem)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist; {missing_hint}")
-    try:
-        return yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{what} {path} is not valid YAML{where} ({problem})") from None
-
-
-
-
 
 def read_notebook(path: Path):
     """Read a py:percent notebook into an nbformat object (``.ipynb`` files are read as they are)."""
@@ -126,7 +107,7 @@ def expected_parameter_types(notebook, preset: str) -> dict[str, tuple[str, Any,
     """``{name: (kind, example, where)}`` for the parameters whose type is known: from the parameter cell's
     literal default, else (a ``None`` default) from the value of that name in the preset, when every section of
     the preset that has the name agrees on its type."""
-    from ..presets import PRESETS
+    from ..config import preset_as_dicts
 
     expected = {}
     for name, default in notebook_parameter_defaults(notebook).items():
@@ -137,7 +118,8 @@ def expected_parameter_types(notebook, preset: str) -> dict[str, tuple[str, Any,
             if kind is not None:
                 expected[name] = (kind, default, "the notebook's default")
             continue
-        found = [section[name] for section in PRESETS.get(preset, {}).values()
+        sections = preset_as_dicts(preset).values() if preset in preset_names() else ()
+        found = [section[name] for section in sections
                  if isinstance(section, Mapping) and name in section]
         kinds = {_kind(value) for value in found}
         if len(kinds) == 1 and None not in kinds:

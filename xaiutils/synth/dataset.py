@@ -19,7 +19,6 @@ import pandas as pd
 
 from .. import presets
 from .._io import atomic_folder, stamp_matches, write_stamp
-from ..pipeline.inputs import read_card
 from .benchmark import Benchmark, content_hash
 from .generate import synthesize
 
@@ -195,3 +194,31 @@ def load_benchmark(path: str | os.PathLike, verify: bool = False, mmap: bool = F
         write_stamp(path, HASHED_FILES, actual)
     return bench
 
+
+def read_card(data_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``card.json`` of a dataset folder, with one-line errors that name the file and what to do."""
+    data_dir = Path(data_dir)
+    card_path = data_dir / "card.json"
+    if not card_path.is_file():
+        raise FileNotFoundError(
+            f"{data_dir} is not a benchmark dataset folder: card.json is missing; make the dataset first with "
+            f"notebook 1 (python -m xaiutils run 01_data --preset smoke), or point data_dir at one")
+    try:
+        card = json.loads(card_path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{card_path} is not valid JSON ({error}); the dataset is damaged: re-create it with "
+                         f"notebook 1 (python -m xaiutils run 01_data --overwrite)") from None
+    if not isinstance(card, dict) or not isinstance(card.get("content_hash"), str):
+        raise ValueError(f"{card_path} holds no content_hash; the dataset is damaged: re-create it with "
+                         f"notebook 1 (python -m xaiutils run 01_data --overwrite)")
+    return card
+
+
+def dataset_hash(data_dir: str | os.PathLike) -> str:
+    """The content hash of the dataset in ``data_dir``, checked against its data: cheaply through the stamp
+    (a few ``stat`` calls), by hashing the data when the stamp does not match. Raises ``ValueError`` when the
+    data no longer match the card, ``FileNotFoundError`` when the folder is not a dataset."""
+    card = read_card(data_dir)
+    if stamp_matches(data_dir, card["content_hash"]):
+        return card["content_hash"]
+    return load_benchmark(data_dir, verify=True).card["content_hash"]

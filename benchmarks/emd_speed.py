@@ -110,9 +110,9 @@ def compare(size: int, count: int, rng: np.random.Generator) -> dict:
 
 def study_maps(models: int, images: int, images_costly: int) -> tuple[int, int, int]:
     """(maps, cheap methods incl. baselines, costly methods) of the study preset (costly ones on a subset)."""
-    from xaiutils.presets import PRESETS
+    from xaiutils.config import resolve
 
-    explain = PRESETS["study"]["explain"]
+    explain = resolve("explain", "study")
     costly = [name for name in explain["methods"] if name in ("lime", "kernel_shap", "shapley_sampling")]
     cheap = len(explain["methods"]) - len(costly)
     return models * (cheap * images + len(costly) * images_costly), cheap, len(costly)

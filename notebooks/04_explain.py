@@ -52,9 +52,13 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from xaiutils import data, difficulty, evaluate, explain, leaderboard, plugins, presets, runs, sanity
+from xaiutils import difficulty, evaluate, explain, leaderboard, plugins, sanity
 from xaiutils import metrics as metric_registry  # the parameter below is called `metrics`
+from xaiutils._io import write_atomic
 from xaiutils.book import glue
+from xaiutils.config import resolve_from
+from xaiutils.pipeline.paths import default_out_dir
+from xaiutils.synth.dataset import load_benchmark
 
 # %% tags=["parameters"]
 # Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
@@ -98,11 +102,11 @@ grid_dir = None
 out_dir = None
 
 # %%
-config = presets.resolve_from("explain", preset, globals())
+config = resolve_from("explain", preset, globals())
 control_maps = explain.control_map_names()  # the model-free maps every method must beat
-data_dir = Path(data_dir) if data_dir is not None else runs.default_out_dir(preset, "01_data") / "dataset"
-grid_dir = Path(grid_dir) if grid_dir is not None else runs.default_out_dir(preset, "03_finetune") / "grid"
-out_dir = Path(out_dir) if out_dir is not None else runs.default_out_dir(preset, "04_explain")
+data_dir = Path(data_dir) if data_dir is not None else default_out_dir(preset, "01_data") / "dataset"
+grid_dir = Path(grid_dir) if grid_dir is not None else default_out_dir(preset, "03_finetune") / "grid"
+out_dir = Path(out_dir) if out_dir is not None else default_out_dir(preset, "04_explain")
 out_dir.mkdir(parents=True, exist_ok=True)
 pd.Series({key: str(value) for key, value in config.items()}, name="value").to_frame()
 
@@ -121,7 +125,7 @@ method_table[method_table.index.isin(config["methods"])]
 # ## Explaining and scoring every run
 
 # %%
-bench = data.load_benchmark(data_dir)
+bench = load_benchmark(data_dir)
 accuracy = pd.read_csv(grid_dir / "accuracy.csv")
 images = evaluate.test_images(bench, config["n_test_images"], seed=config["seed"])
 # The gallery below shows the maps of the most accurate run; only its maps are kept.
@@ -236,7 +240,7 @@ glue("n_methods_scored", len(method_means))
 glue("n_methods_above_baselines", int((method_means > baseline_means.max()).sum()))
 summary = {"n_rows": len(scores), "resolution": config["resolution"], "selection": config["selection"],
            "best_run": best_run, "methods_not_applicable": not_applicable.index.tolist()}
-runs.write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 # %% [markdown]
 # ## Sanity check: do the maps depend on the model?

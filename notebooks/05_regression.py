@@ -49,8 +49,11 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from xaiutils import explain, presets, runs, stats, verdicts
+from xaiutils import explain, stats, verdicts
+from xaiutils._io import write_atomic
 from xaiutils.book import glue
+from xaiutils.config import resolve_from
+from xaiutils.pipeline.paths import default_out_dir
 
 # %% tags=["parameters"]
 # Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
@@ -71,10 +74,10 @@ explain_dir = None
 out_dir = None
 
 # %%
-config = presets.resolve_from("regression", preset, globals())
-grid_dir = Path(grid_dir) if grid_dir is not None else runs.default_out_dir(preset, "03_finetune") / "grid"
-explain_dir = Path(explain_dir) if explain_dir is not None else runs.default_out_dir(preset, "04_explain")
-out_dir = Path(out_dir) if out_dir is not None else runs.default_out_dir(preset, "05_regression")
+config = resolve_from("regression", preset, globals())
+grid_dir = Path(grid_dir) if grid_dir is not None else default_out_dir(preset, "03_finetune") / "grid"
+explain_dir = Path(explain_dir) if explain_dir is not None else default_out_dir(preset, "04_explain")
+out_dir = Path(out_dir) if out_dir is not None else default_out_dir(preset, "05_regression")
 out_dir.mkdir(parents=True, exist_ok=True)
 scores = pd.read_csv(explain_dir / "scores.csv")
 accuracy = pd.read_csv(grid_dir / "accuracy.csv")
@@ -226,7 +229,7 @@ ax.set_yticks(positions, [f"{m} (rank {lo:.0f}–{hi:.0f})" for m, lo, hi in
 ax.set(xlabel=f"mean {config['metric']} over all runs and images (95 % bootstrap CI)",
        title="Method ranking (grey: control maps)")
 fig.tight_layout()
-runs.write_atomic(out_dir / "summary.json", json.dumps({"ols": ols_fit, "mixed": mixed_fit}, indent=2) + "\n")
+write_atomic(out_dir / "summary.json", json.dumps({"ols": ols_fit, "mixed": mixed_fit}, indent=2) + "\n")
 
 # %% [markdown]
 # ## Skill over the best control map

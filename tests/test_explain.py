@@ -248,9 +248,8 @@ def test_method_table_lists_every_method():
         explain.methods_by_cost("free")
 
 
-def test_baselines_is_a_deprecated_name_for_the_control_maps():
-    with pytest.warns(DeprecationWarning, match="control_map_names"):
-        assert explain.BASELINES == ("sobel", "laplace", "random", "input")
+def test_baselines_the_old_name_of_the_control_maps_is_gone():
+    assert not hasattr(explain, "BASELINES")
 
 
 def test_captum_tables_restated_in_checks_equal_captums():

@@ -9,6 +9,7 @@ import torchvision
 from torch import nn
 
 from xaiutils import models, train
+from xaiutils.synth.dataset import load_benchmark, make_benchmark
 from xaiutils.weights import MOBILENET_V2_FILE, checkpoints_dir
 
 SMALL = {"vgg16": 0.125, "resnet18": 1.0, "mobilenet_v2": 0.25}
@@ -201,9 +202,8 @@ def test_classification_metrics_known_answers():
 @pytest.mark.skipif(not HAVE_MOBILENET_FILE, reason="MobileNetV2 ImageNet file not placed (make install does it)")
 def test_tiny_training_run_beats_chance_on_a_smoke_dataset(tmp_path):
     """ImageNet MobileNetV2 with every block transferred (only the head trains) on a reduced smoke dataset."""
-    from xaiutils import data
 
-    bench = data.load_benchmark(data.make_benchmark(tmp_path / "dataset", "smoke", seed=0, n_subjects=30,
+    bench = load_benchmark(make_benchmark(tmp_path / "dataset", "smoke", seed=0, n_subjects=30,
                                                     progress=False))
     train_rows, val_rows, test_rows = (bench.indices(name) for name in ("train", "val", "test"))
     model = models.prepare_model("mobilenet_v2", "imagenet", 5, seed=0, dropout=0.2, allow_download=False)

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from xaiutils import models, pretrain
+from xaiutils.config import resolve
+from xaiutils.synth.dataset import make_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +81,13 @@ def test_dense_pretraining_lowers_its_loss_and_leaves_a_transferable_backbone(sl
 
 
 def test_train_and_select_in_two_processes_matches_one_and_writes_every_task(slices, tmp_path):
-    from xaiutils import data, presets, task_selection
+    from xaiutils import task_selection
 
-    data_dir = data.make_benchmark(tmp_path / "dataset", "smoke", progress=False, n_subjects=3, slices_per_subject=2,
+    data_dir = make_benchmark(tmp_path / "dataset", "smoke", progress=False, n_subjects=3, slices_per_subject=2,
                                    image_size=32, radius_range=(2.0, 3.0))
-    config = {**presets.resolve("pretrain", "smoke"), "image_size": 32, "width": 0.25, "epochs": 1,
+    config = {**resolve("pretrain", "smoke"), "image_size": 32, "width": 0.25, "epochs": 1,
               "batch_size": 16, "selection_k": 2, "selection_seeds": [0, 1]}
-    finetune_config = {**presets.resolve("finetune", "smoke"), "width": 0.25, "epochs": 1, "batch_size": 16}
+    finetune_config = {**resolve("finetune", "smoke"), "width": 0.25, "epochs": 1, "batch_size": 16}
     table = slices["metadata"]
     train_rows, val_rows = (np.flatnonzero(table["split"] == name) for name in ("train", "val"))
     tasks = ["tissue_segmentation", "level_band"]

@@ -10,12 +10,7 @@ import pytest
 import torch
 
 from xaiutils import models, train
-from xaiutils.run_record import (
-    PREDICTION_COLUMNS,
-    RUN_KEYS,
-    RunRecord,
-    prediction_table,
-)
+from xaiutils.run_record import PREDICTION_COLUMNS, RUN_KEYS, RunRecord, prediction_table
 
 
 class TinyBench:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ._io import read_yaml_file
+from xaiutils._io import read_yaml_file
 
 # type -> (module, class, options that must be given)
 CLUSTER_TYPES: dict[str, tuple[str, str, tuple[str, ...]]] = {

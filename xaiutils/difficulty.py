@@ -1,8 +1,8 @@
 """Difficulty: how explanation performance depends on the lesions an image holds.
 
 The tidy score table carries each image's lesion properties (:data:`PROPERTIES`): the number of lesions, their
-total area, their contrast and solidity (written by :mod:`xaiutils.data`), and the distance from the lesions to the
-brain's edge, computed here from the image's lesion and brain masks (:func:`edge_distance`).
+total area, their contrast and solidity (written by :mod:`xaiutils.synth.dataset`), and the distance from the
+lesions to the brain's edge, computed here from the image's lesion and brain masks (:func:`edge_distance`).
 :func:`property_correlations` gives, per method and property, Spearman's rank correlation of the score with the
 property over the selected images, with a bootstrap interval; a property that is constant in the table (e.g. every
 image of the ``book`` preset holds two lesions) gets NaN and says so.
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 
-from . import evaluate
+from xaiutils import evaluate
 
 PROPERTIES = {
     "lesion_area_px": "total lesion area (pixels)",

@@ -144,7 +144,7 @@ def emd_support(source_mass: np.ndarray, target_mass: np.ndarray,
 
 def _fast(source: np.ndarray, target: np.ndarray, num_iter_max: int) -> EmdResult | str:
     """The certified fast solve, or the reason why it does not count."""
-    from . import emd_fast
+    from xaiutils import emd_fast
 
     if not emd_fast.AVAILABLE:
         return "fast solver unavailable (numba not installed)"

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import data, explain, metrics, parallel, plugins
-from .cluster import joblib_backend
-from .pipeline.grid import check_workers
-from .run_record import RunRecord
-from .synth.dataset import dataset_hash, load_benchmark
+from xaiutils import explain, metrics, parallel, plugins
+from xaiutils.cluster import joblib_backend
+from xaiutils.pipeline.grid import check_workers
+from xaiutils.run_record import RunRecord
+from xaiutils.synth.dataset import dataset_hash, load_benchmark
 
 SELECTIONS = ("correct", "correct_all", "all")
 LESION_COLUMNS = ("label", "class_name", "n_lesions", "lesion_area_px", "contrast", "solidity", "subject", "level")
@@ -108,7 +108,7 @@ _WORKER_BENCH = {}
 
 
 def _load_worker_bench(data_dir: str) -> None:
-    _WORKER_BENCH["bench"] = data.load_benchmark(data_dir)
+    _WORKER_BENCH["bench"] = load_benchmark(data_dir)
 
 
 def _explain_in_worker(run_dir, images, methods, metric_names, options, keep_maps) -> ExplainedRun:
@@ -140,7 +140,7 @@ def explain_grid(grid_dir, run_names, data_dir, images: np.ndarray, methods, met
         tables, maps = _explain_runs_on_dask(cluster, grid_dir, run_names, data_dir, images, methods, metric_names,
                                              maps_for, options, bar)
     elif workers == 1:
-        bench = data.load_benchmark(data_dir)
+        bench = load_benchmark(data_dir)
         for name in run_names:
             tables[name], kept = explain_run(grid_dir / name, bench, images, methods, metric_names,
                                              keep_maps=name == maps_for, progress=progress, **options)
@@ -180,7 +180,7 @@ def _explain_runs_on_dask(cluster: Any, grid_dir: Path, run_names: list[str], da
     from dask.base import tokenize
     from distributed import as_completed
 
-    from .cluster import as_spec, cancel_on_error, connect, task_resources
+    from xaiutils.cluster import as_spec, cancel_on_error, connect, task_resources
 
     spec = as_spec(cluster)
     content = dataset_hash(data_dir)  # a worker reloads the dataset when its content changed

@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ._io import atomic_folder
+from xaiutils._io import atomic_folder
 
 DATA_ENV = "XAIBENCH_DATA"
 DEFAULT_DATA_HOME = "~/xaibench_data"

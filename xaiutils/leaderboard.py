@@ -22,7 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import evaluate, explain, metrics, plugins, stats
+from xaiutils import evaluate, explain, metrics, plugins, stats
+from xaiutils._io import write_atomic
+from xaiutils.config import resolve
+from xaiutils.pipeline.paths import default_out_dir
+from xaiutils.synth.dataset import load_benchmark
 
 
 def higher_is_better(metric: str) -> bool:
@@ -159,18 +163,18 @@ def evaluate_methods(user_methods, preset: str = "book", grid_dir=None, data_dir
     the ``explain`` preset section (``methods``, ``metrics``, ``n_test_images``, ``workers`` …).
     Returns the leaderboard.
     """
-    from . import data, difficulty, presets, runs, sanity
+    from xaiutils import difficulty, sanity
 
-    config = presets.resolve("explain", preset, **overrides)
+    config = resolve("explain", preset, **overrides)
     entries = plugins.parse_entries(user_methods)
-    data_dir = Path(data_dir) if data_dir is not None else runs.default_out_dir(preset, "01_data") / "dataset"
-    grid_dir = Path(grid_dir) if grid_dir is not None else runs.default_out_dir(preset, "03_finetune") / "grid"
-    out_dir = Path(out_dir) if out_dir is not None else runs.default_out_dir(preset, "evaluate")
+    data_dir = Path(data_dir) if data_dir is not None else default_out_dir(preset, "01_data") / "dataset"
+    grid_dir = Path(grid_dir) if grid_dir is not None else default_out_dir(preset, "03_finetune") / "grid"
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(preset, "evaluate")
     for path, made_by in ((data_dir, "notebook 1"), (grid_dir / "accuracy.csv", "the grid (notebook 3)")):
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist; it is made by {made_by} (make book, or give "
                                     "--data-dir / --grid-dir)")
-    bench = data.load_benchmark(data_dir)
+    bench = load_benchmark(data_dir)
     accuracy = pd.read_csv(grid_dir / "accuracy.csv")
     images = evaluate.test_images(bench, config["n_test_images"], seed=config["seed"])
     best_run = accuracy.sort_values("test_accuracy", ascending=False)["run"].iloc[0]
@@ -193,5 +197,5 @@ def evaluate_methods(user_methods, preset: str = "book", grid_dir=None, data_dir
     board = build(scores, config["metrics"], config["selection"], sanity=verdicts,
                   user_names=[entry["name"] for entry in entries], n_boot=config["n_boot"], seed=config["seed"])
     for name, table in zip(OUTPUT_FILES, (scores, cascade.assign(run=best_run), board), strict=True):
-        runs.write_atomic(out_dir / name, table.to_csv(index=False))
+        write_atomic(out_dir / name, table.to_csv(index=False))
     return board

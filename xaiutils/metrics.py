@@ -2,7 +2,7 @@
 
 Every metric takes one map (H×W) or a batch (N×H×W, or a list of H×W arrays) and masks of the same shape, and
 returns a float or an N-vector. Maps are scored by their absolute values ``|a|``; masks may be soft and are
-binarised at 0.5 (``mask >= 0.5``, the convention of :mod:`xaiutils.lesions`). :data:`METRICS` declares each
+binarised at 0.5 (``mask >= 0.5``, the convention of :mod:`xaiutils.synth.lesions`). :data:`METRICS` declares each
 metric's direction and range, as Quantus does, so tables and plots never have to guess.
 
 Degenerate input (an all-zero map, an empty mask, NaN or inf in the map, an item whose map and mask shapes
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 
-from .emd import DEFAULT_NUM_ITER_MAX, emd_support, pooled_shape, sum_pool
+from xaiutils.emd import DEFAULT_NUM_ITER_MAX, emd_support, pooled_shape, sum_pool
 
 DEFAULT_RESOLUTION = 64  # EMD scoring grid; XAI-TRIS's convention
 MASK_THRESHOLD = 0.5

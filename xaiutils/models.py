@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._io import write_atomic_with
+from xaiutils._io import write_atomic_with
 
 BACKBONES = ("vgg16", "resnet18", "mobilenet_v2")
 SOURCES = ("imagenet", "mri", "none")
@@ -293,7 +293,7 @@ def imagenet_state(backbone: str, width: float = 1.0, allow_download: bool = Tru
     if width != 1.0:
         raise ValueError(f"ImageNet weights exist only at width 1.0; {backbone} was asked at width {width}")
     weights = torchvision.models.get_weight(IMAGENET_WEIGHTS[backbone])
-    from .weights import checkpoints_dir
+    from xaiutils.weights import checkpoints_dir
 
     file = checkpoints_dir() / os.path.basename(weights.url)
     instructions = (

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import explain
+from xaiutils import explain
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 

@@ -26,8 +26,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import data, train
-from .models import check_choice
+from xaiutils import train
+from xaiutils.models import check_choice
+from xaiutils.mri.anatomy import level_to_mm, prepare_anatomy, template_anatomy
+from xaiutils.mri.brain import load_mni152
+from xaiutils.mri.slices import Variability, sample_slices
+from xaiutils.synth.generate import assign_splits
 
 PRETRAIN_TASKS = ("level_band", "tissue_segmentation", "restoration")
 TASK_KINDS = {"level_band": "classification", "tissue_segmentation": "segmentation", "restoration": "restoration"}
@@ -51,18 +55,18 @@ def n_outputs(task: str, n_bands: int = 4) -> int:
 
 @functools.lru_cache(maxsize=2)
 def tissue_volumes(image_size: int, min_brain_fraction: float) -> tuple[np.ndarray, ...]:
-    """CSF, grey- and white-matter probability maps on the grid of :func:`data.template_anatomy` (same crop and
+    """CSF, grey- and white-matter probability maps on the grid of :func:`template_anatomy` (same crop and
     anti-aliasing). CSF is the brain mask's share not claimed by grey or white matter."""
     from nilearn.datasets import load_mni152_gm_template, load_mni152_wm_template
 
-    t1, brain, affine = data.load_mni152(resolution=1)
-    anatomy = data.template_anatomy(int(image_size), float(min_brain_fraction))
+    t1, brain, affine = load_mni152(resolution=1)
+    anatomy = template_anatomy(int(image_size), float(min_brain_fraction))
     maps = []
     for loader in (load_mni152_gm_template, load_mni152_wm_template):
         volume = np.asarray(loader(resolution=1).get_fdata(), dtype=np.float32)
         if volume.shape != t1.shape:
             raise ValueError(f"tissue map shape {volume.shape} differs from the template's {t1.shape}")
-        maps.append(data.prepare_anatomy(volume, brain, affine, int(image_size), float(min_brain_fraction)).t1)
+        maps.append(prepare_anatomy(volume, brain, affine, int(image_size), float(min_brain_fraction)).t1)
     grey, white = maps
     csf = np.clip(anatomy.brain - grey - white, 0.0, 1.0)
     return csf, grey, white
@@ -97,7 +101,7 @@ def corrupt(image: np.ndarray, brain: np.ndarray, rng: np.random.Generator) -> n
 
 def pretrain_slices(n_subjects: int, slices_per_subject: int, image_size: int, n_bands: int = 4,
                     min_brain_fraction: float = 0.6, seed: int = 1000, split_fractions=(0.8, 0.2, 0.0),
-                    variability: data.Variability | None = None, tissues: bool = True,
+                    variability: Variability | None = None, tissues: bool = True,
                     progress: bool = True) -> dict:
     """Lesion-free slices of pseudo-subjects of the MNI152 template, from which every task's data are derived.
 
@@ -109,19 +113,19 @@ def pretrain_slices(n_subjects: int, slices_per_subject: int, image_size: int, n
     if slices_per_subject % n_bands:
         raise ValueError(f"slices_per_subject ({slices_per_subject}) must be a multiple of n_bands ({n_bands}) "
                          "so that every band is equally represented")
-    anatomy = data.template_anatomy(int(image_size), float(min_brain_fraction))
+    anatomy = template_anatomy(int(image_size), float(min_brain_fraction))
     extra = tissue_volumes(int(image_size), float(min_brain_fraction)) if tissues else ()
     band_of_level = level_bands(anatomy.band, n_bands)
-    variability = variability or data.Variability()
+    variability = variability or Variability()
     split_seq, subject_seq = np.random.SeedSequence(int(seed)).spawn(2)
-    splits = data.assign_splits(n_subjects, split_fractions, np.random.default_rng(split_seq))
+    splits = assign_splits(n_subjects, split_fractions, np.random.default_rng(split_seq))
     per_band = slices_per_subject // n_bands
     images, brains, tissue_labels, rows = [], [], [], []
     for index, subject_seed in enumerate(tqdm(subject_seq.spawn(n_subjects), desc="subjects", disable=not progress)):
         rng = np.random.default_rng(subject_seed)
         levels = np.sort(np.concatenate([
             rng.choice(anatomy.band[band_of_level == band], per_band, replace=False) for band in range(n_bands)]))
-        sampled = data.sample_slices(anatomy, levels, int(image_size), rng, variability, extra_volumes=extra)
+        sampled = sample_slices(anatomy, levels, int(image_size), rng, variability, extra_volumes=extra)
         images.extend(sampled[0])
         brains.extend(sampled[1])
         if tissues:
@@ -131,7 +135,7 @@ def pretrain_slices(n_subjects: int, slices_per_subject: int, image_size: int, n
             tissue_labels.extend(np.where(sampled[1], labels, 0))
         for level in levels:
             rows.append({"subject": f"pretrain{index:03d}", "level": int(level),
-                         "z_mm": float(data.level_to_mm(level, anatomy.affine)),
+                         "z_mm": float(level_to_mm(level, anatomy.affine)),
                          "band": int(band_of_level[np.searchsorted(anatomy.band, level)]),
                          "split": str(splits[index])})
     metadata = pd.DataFrame(rows)
@@ -160,7 +164,7 @@ def task_arrays(task: str, slices: dict, seed: int = 1000) -> tuple[np.ndarray, 
 
 def pretrain_dataset(task: str, n_subjects: int, slices_per_subject: int, image_size: int, n_bands: int = 4,
                      min_brain_fraction: float = 0.6, seed: int = 1000, split_fractions=(0.8, 0.2, 0.0),
-                     variability: data.Variability | None = None, progress: bool = True):
+                     variability: Variability | None = None, progress: bool = True):
     """``(inputs, targets, metadata)`` of one pre-training ``task`` (see :func:`pretrain_slices` and
     :func:`task_arrays`). The slices themselves do not depend on ``task``."""
     check_choice("pre-training task", task, PRETRAIN_TASKS)
@@ -173,7 +177,7 @@ def pretrain_dataset(task: str, n_subjects: int, slices_per_subject: int, image_
 
 def level_band_dataset(n_subjects: int, slices_per_subject: int, image_size: int, n_bands: int = 4,
                        min_brain_fraction: float = 0.6, seed: int = 1000, split_fractions=(0.8, 0.2, 0.0),
-                       variability: data.Variability | None = None, task: str = "level_band",
+                       variability: Variability | None = None, task: str = "level_band",
                        progress: bool = True):
     """The ``level_band`` task's data (kept for callers of the first version): see :func:`pretrain_dataset`."""
     check_choice("pre-training task", task, PRETRAIN_TASKS)

@@ -30,7 +30,7 @@ import quantus
 from quantus.helpers import asserts
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
 
-from . import metrics
+from xaiutils import metrics
 
 
 class ExactEMD(quantus.Metric):

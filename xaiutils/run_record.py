@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._io import write_atomic
+from xaiutils._io import write_atomic
 
 MODEL_FILE = "model.pt"
 SIDECAR_FILE = "model.json"
@@ -63,7 +63,7 @@ class RunRecord:
                    dataset_hash: str | None) -> dict[str, Any]:
         """``config`` of a fine-tuning run: the resolved ``settings`` (backbone, width, optimisation …), then
         :data:`RUN_KEYS`."""
-        from .models import model_name
+        from xaiutils.models import model_name
 
         return {**settings, "source": source, "n_pretrained_blocks": n_pretrained_blocks, "seed": seed,
                 "model": model_name(settings["backbone"], settings["width"]), "preset": preset,
@@ -73,8 +73,8 @@ class RunRecord:
     def evaluated(cls, model, bench, config: Mapping[str, Any], history: Mapping[str, Any],
                   splits=PREDICTED_SPLITS) -> RunRecord:
         """The record of a trained ``model``: its metrics and predictions on ``splits`` of ``bench`` (a
-        :class:`xaiutils.data.Benchmark`), each split predicted in one pass."""
-        from .train import classification_metrics, predict_proba
+        :class:`xaiutils.synth.benchmark.Benchmark`), each split predicted in one pass."""
+        from xaiutils.train import classification_metrics, predict_proba
 
         metrics, parts = {}, {}
         for name in splits:
@@ -100,7 +100,7 @@ class RunRecord:
                                  f"{', '.join(PREDICTION_COLUMNS)} (see prediction_table)")
             write_atomic(out_dir / PREDICTIONS_FILE, self.predictions.to_csv(index=False).encode())
         if model is not None:
-            from .models import save_weights
+            from xaiutils.models import save_weights
 
             save_weights(model, out_dir / MODEL_FILE)
         write_atomic(out_dir / SIDECAR_FILE, json.dumps(self.sidecar(), indent=2, default=float) + "\n")
@@ -125,7 +125,7 @@ class RunRecord:
     def load_model(self, run_dir: str | os.PathLike):
         """The model of ``run_dir`` (its ``model.pt``), rebuilt from this record's backbone and width, in eval
         mode."""
-        from .models import load_model
+        from xaiutils.models import load_model
 
         return load_model(Path(run_dir) / MODEL_FILE, self.config["backbone"], width=self.config["width"])
 

@@ -23,7 +23,7 @@ from scipy import stats
 from torch import nn
 from tqdm import tqdm
 
-from . import explain, plugins
+from xaiutils import explain, plugins
 
 # A method passes when the mean rank correlation between its maps of the trained model and of the model with the
 # top ``n_stages`` stages re-initialised is below this: its maps changed more than they stayed.
@@ -121,7 +121,7 @@ def summarise(table: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD, n_boot:
     """One row per method: mean ρ after the last stage run, its 95 % bootstrap interval over images, and the
     verdict: ``flagged`` when the mean ρ is at least ``threshold`` (the maps barely changed), ``passed`` when it is
     below, ``undefined`` when no ρ could be computed (constant maps)."""
-    from .evaluate import bootstrap_ci
+    from xaiutils.evaluate import bootstrap_ci
 
     rows = []
     for method, group in table.groupby("method", sort=False):

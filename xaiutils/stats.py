@@ -10,7 +10,7 @@ import ast
 import numpy as np
 import pandas as pd
 
-from .evaluate import aggregate, bootstrap_ci
+from xaiutils.evaluate import aggregate, bootstrap_ci
 
 
 def formula_variables(formula: str) -> set[str]:

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import data, models, parallel, pretrain, train
-from .pipeline.grid import check_workers
-from .run_record import RunRecord
+from xaiutils import models, parallel, pretrain, train
+from xaiutils.pipeline.grid import check_workers
+from xaiutils.run_record import RunRecord
+from xaiutils.synth.dataset import load_benchmark
 
 
 def train_task(name: str, inputs: np.ndarray, targets: np.ndarray, train_rows, val_rows, config: dict,
@@ -58,7 +59,7 @@ def transfer_accuracy(checkpoint, data_dir, finetune_config: dict, n_pretrained_
     """Validation accuracy on the lesion task of a transfer run whose first ``n_pretrained_blocks`` blocks come
     from ``checkpoint`` and stay frozen, trained on the training split with the fine-tuning settings of notebook 3.
     The test split is never read."""
-    bench = data.load_benchmark(data_dir)
+    bench = load_benchmark(data_dir)
     split = {name: bench.indices(name) for name in ("train", "val")}
     model = models.prepare_model(
         finetune_config["backbone"], "mri", n_pretrained_blocks, mode=finetune_config["mode"],

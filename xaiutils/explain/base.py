@@ -16,9 +16,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..models import replace_relus
-from .checks import DEEPLIFT_NON_LINEAR, check_activations, check_shared_modules
-from .runtime import as_images, as_targets, full_fp32, has_inplace_relu, progress_bar, reduce_channels, seeded
+from xaiutils.explain.checks import DEEPLIFT_NON_LINEAR, check_activations, check_shared_modules
+from xaiutils.explain.runtime import (
+    as_images,
+    as_targets,
+    full_fp32,
+    has_inplace_relu,
+    progress_bar,
+    reduce_channels,
+    seeded,
+)
+from xaiutils.models import replace_relus
 
 COST_CLASSES = ("none", "cheap", "moderate", "costly")
 KINDS = ("gradient", "propagation", "cam", "perturbation", "control")  # "control": the model-free control maps

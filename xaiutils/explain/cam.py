@@ -3,8 +3,8 @@ Guided Grad-CAM."""
 
 from __future__ import annotations
 
-from .base import HookedMethod, Method
-from .checks import NotApplicable
+from xaiutils.explain.base import HookedMethod, Method
+from xaiutils.explain.checks import NotApplicable
 
 
 def cam_layer(model, layer):

@@ -16,7 +16,7 @@ import operator
 import torch
 from torch import nn
 
-from ..models import LesionNet
+from xaiutils.models import LesionNet
 
 
 class NotApplicable(ValueError):

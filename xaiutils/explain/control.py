@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .base import ControlMap
+from xaiutils.explain.base import ControlMap
 
 
 class _PerChannel(ControlMap):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .base import Method
-from .references import baseline_distribution, per_pass, single_baseline
+from xaiutils.explain.base import Method
+from xaiutils.explain.references import baseline_distribution, per_pass, single_baseline
 
 
 class Saliency(Method):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import Method
-from .references import feature_mask, per_pass
+from xaiutils.explain.base import Method
+from xaiutils.explain.references import feature_mask, per_pass
 
 _SAMPLING = {"patch": None, "baselines": None, "perturbations_per_eval": None}
 

@@ -3,10 +3,16 @@ Deconvolution, LRP), checked for applicability first."""
 
 from __future__ import annotations
 
-from ..models import LesionNet, Normalise
-from .base import DeepLiftRules, HookedMethod
-from .checks import LRP_LAYERS_WITH_RULES, LRP_PASS_THROUGH, check_lrp_rules, check_shared_modules, leaf_modules
-from .references import baseline_distribution, single_baseline
+from xaiutils.explain.base import DeepLiftRules, HookedMethod
+from xaiutils.explain.checks import (
+    LRP_LAYERS_WITH_RULES,
+    LRP_PASS_THROUGH,
+    check_lrp_rules,
+    check_shared_modules,
+    leaf_modules,
+)
+from xaiutils.explain.references import baseline_distribution, single_baseline
+from xaiutils.models import LesionNet, Normalise
 
 
 class DeepLift(DeepLiftRules):

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .brain import load_mni152
-from .nifti import voxel_size
+from xaiutils.mri.brain import load_mni152
+from xaiutils.mri.nifti import voxel_size
 
 FOV_MARGIN = 0.08  # the square field of view is the brain's in-plane extent plus 8 %
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .brain import compute_brain_mask
+from xaiutils.mri.brain import compute_brain_mask
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii")
 # a file "<id><suffix>.nii[.gz]" is the brain mask of the volume of subject <id>

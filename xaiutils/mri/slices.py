@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .anatomy import Anatomy
+from xaiutils.mri.anatomy import Anatomy
 
 CONTROL_SPACING_MM = 30.0  # B-spline control-point spacing of the pseudo-subject deformation
 BIAS_SPACING_MM = 60.0  # control-point spacing of the smooth bias field

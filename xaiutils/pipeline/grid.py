@@ -11,14 +11,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._io import read_yaml_file, write_atomic
-from ..parallel import check_workers, kernel_threads
-from ..run_record import RunRecord
-from .inputs import INPUTS_FILE, check_grid_inputs, input_fingerprint
-from .locks import FolderBusy, folder_lock, lock_file, lock_owner, remove_dead_leftovers, remove_leftovers
-from .params import prepare_notebook
-from .paths import default_out_dir
-from .runner import execute
+from xaiutils._io import read_yaml_file, write_atomic
+from xaiutils.parallel import check_workers, kernel_threads
+from xaiutils.pipeline.inputs import INPUTS_FILE, check_grid_inputs, input_fingerprint
+from xaiutils.pipeline.locks import (
+    FolderBusy,
+    folder_lock,
+    lock_file,
+    lock_owner,
+    remove_dead_leftovers,
+    remove_leftovers,
+)
+from xaiutils.pipeline.params import prepare_notebook
+from xaiutils.pipeline.paths import default_out_dir
+from xaiutils.pipeline.runner import execute
+from xaiutils.run_record import RunRecord
 
 GRID_KEYS = ("sources", "n_pretrained_blocks", "seeds")
 
@@ -159,7 +166,7 @@ def run_grid(
     import pandas as pd
     from tqdm import tqdm
 
-    from ..presets import resolve
+    from xaiutils.config import resolve
 
     spec = dict(spec) if spec is not None else resolve("grid", preset)
     workers = check_workers(spec.pop("workers", 1) if workers is None else workers)
@@ -272,7 +279,7 @@ def _run_cells_on_dask(cluster: Any, out_dir: Path, cells: list[dict], inputs: M
     from distributed import as_completed
     from tqdm import tqdm
 
-    from ..cluster import as_spec, cancel_on_error, connect, task_resources
+    from xaiutils.cluster import as_spec, cancel_on_error, connect, task_resources
 
     names = [cell_name(cell) for cell in cells]
     todo = [(name, cell) for name, cell in zip(names, cells, strict=True)

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .paths import default_out_dir, find_notebook
+from xaiutils.pipeline.paths import default_out_dir, find_notebook
 
 INPUTS_FILE = "inputs.json"
 
@@ -39,10 +39,10 @@ def input_fingerprint(preset: str, parameters: Mapping[str, Any],
     """
     import hashlib
 
-    from ..presets import resolve
+    from xaiutils.config import resolve
 
     data_dir, checkpoint = grid_inputs(preset, parameters)
-    from ..synth.dataset import dataset_hash  # the dataset's own card and hash (imports numpy, pandas)
+    from xaiutils.synth.dataset import dataset_hash  # the dataset's own card and hash (imports numpy, pandas)
 
     dataset = dataset_hash(data_dir) if (data_dir / "card.json").is_file() else None
     checkpoint_hash = hashlib.sha256(checkpoint.read_bytes()).hexdigest() if checkpoint.is_file() else None

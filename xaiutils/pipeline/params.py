@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from ..config import preset_names
-from .paths import find_notebook
+from xaiutils.config import preset_names
+from xaiutils.pipeline.paths import find_notebook
 
 NOTEBOOK_FORMAT = "py:percent"
 
@@ -107,7 +107,7 @@ def expected_parameter_types(notebook, preset: str) -> dict[str, tuple[str, Any,
     """``{name: (kind, example, where)}`` for the parameters whose type is known: from the parameter cell's
     literal default, else (a ``None`` default) from the value of that name in the preset, when every section of
     the preset that has the name agrees on its type."""
-    from ..config import preset_as_dicts
+    from xaiutils.config import preset_as_dicts
 
     expected = {}
     for name, default in notebook_parameter_defaults(notebook).items():

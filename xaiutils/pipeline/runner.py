@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import versions
-from .._io import move_into_place, new_partial_folder
-from .locks import folder_lock, remove_leftovers
-from .params import prepare_notebook
-from .paths import default_out_dir
+from xaiutils import versions
+from xaiutils._io import move_into_place, new_partial_folder
+from xaiutils.pipeline.locks import folder_lock, remove_leftovers
+from xaiutils.pipeline.params import prepare_notebook
+from xaiutils.pipeline.paths import default_out_dir
 
 
 def run_notebook(

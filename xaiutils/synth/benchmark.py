@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .parameters import SPLITS
+from xaiutils.synth.parameters import SPLITS
 
 
 @dataclass

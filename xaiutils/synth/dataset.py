@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import presets
-from .._io import atomic_folder, stamp_matches, write_stamp
-from .benchmark import Benchmark, content_hash
-from .generate import synthesize
+from xaiutils._io import atomic_folder, stamp_matches, write_stamp
+from xaiutils.config import resolve
+from xaiutils.synth.benchmark import Benchmark, content_hash
+from xaiutils.synth.generate import synthesize
 
 CARD_FILE = "card.json"
 ARRAY_FILES = {"images": "images.npy", "masks": "masks.npy", "brain_masks": "brain_masks.npy",
@@ -114,7 +114,7 @@ def make_benchmark(out_dir: str | os.PathLike, preset: str = "smoke", seed: int 
 
     Every parameter is checked before work starts, and nothing is written unless generation succeeds.
     """
-    config = presets.resolve("data", preset, seed=seed, **overrides)
+    config = resolve("data", preset, seed=seed, **overrides)
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"dataset folder {out_dir} exists; pass overwrite=True to replace it")

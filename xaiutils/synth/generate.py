@@ -13,13 +13,13 @@ import pandas as pd
 from scipy import ndimage
 from tqdm import tqdm
 
-from .. import versions
-from ..mri.anatomy import axial_band, level_to_mm, prepare_anatomy, template_anatomy
-from ..mri.nifti import find_volumes, load_volume
-from ..mri.slices import sample_slices
-from . import lesions as lesion_lib
-from . import parameters
-from .benchmark import Benchmark, content_hash
+from xaiutils import versions
+from xaiutils.mri.anatomy import axial_band, level_to_mm, prepare_anatomy, template_anatomy
+from xaiutils.mri.nifti import find_volumes, load_volume
+from xaiutils.mri.slices import sample_slices
+from xaiutils.synth import lesions as lesion_lib
+from xaiutils.synth import parameters
+from xaiutils.synth.benchmark import Benchmark, content_hash
 
 
 def assign_splits(n_subjects: int, fractions, rng: np.random.Generator) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull
 
-from ..mri.brain import otsu_thresholds_3
+from xaiutils.mri.brain import otsu_thresholds_3
 
 SHAPES = ("regular", "irregular")
 HARMONICS = np.arange(3, 8)  # angular frequencies of the irregular boundary noise

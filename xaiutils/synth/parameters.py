@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..fetch import ixi_folder
-from ..mri.slices import Variability
-from .lesions import LesionParams
+from xaiutils.fetch import ixi_folder
+from xaiutils.mri.slices import Variability
+from xaiutils.synth.lesions import LesionParams
 
 TASKS = ("shape", "presence")
 SPLITS = ("train", "val", "test")

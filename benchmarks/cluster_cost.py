@@ -34,9 +34,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from emd_speed import maps as synthetic_maps  # noqa: E402
 from emd_speed import study_maps  # noqa: E402
 
-from xaiutils import cluster, metrics  # noqa: E402
-from xaiutils.config import resolve  # noqa: E402
-from xaiutils.pipeline.grid import grid_cells, run_grid  # noqa: E402
+from xaiutils.domain import metrics  # noqa: E402
+from xaiutils.execution import cluster  # noqa: E402
+from xaiutils.execution.grid import grid_cells, run_grid  # noqa: E402
+from xaiutils.foundation.config import resolve  # noqa: E402
 
 NOTHING = """\
 # %% tags=["parameters"]

@@ -6,7 +6,7 @@ Train steps (Adam, cross-entropy) on a random batch of grey slices, after a few 
 - ``k = 0``: every block trained (the ``none`` arm);
 - ``k = 1, 3``: the first k blocks frozen. "uncached" runs the frozen blocks in every step, as a plain training
   loop would; "cached" feeds the outputs of the frozen blocks, computed once, to the trainable rest (what
-  :func:`xaiutils.train.fit` does when blocks are frozen).
+  :func:`xaiutils.domain.train.fit` does when blocks are frozen).
 
     python benchmarks/cpu_train_throughput.py                # ~2 minutes on 2 cores
     python benchmarks/cpu_train_throughput.py --quick        # a few seconds (the test suite runs this)
@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from xaiutils import models
+from xaiutils.domain import models
 
 CANDIDATES = [("mobilenet_v2", 1.0), ("mobilenet_v2", 0.5), ("resnet18", 1.0), ("vgg16", 0.125), ("vgg16", 0.25)]
 

@@ -1,5 +1,5 @@
 """How far GPU explanation maps move from the CPU's, with TF32 off (what ``attribute`` does) and on (PyTorch's
-default for cuDNN convolutions): the numbers behind ``xaiutils.explain.full_fp32`` and the Methods page.
+default for cuDNN convolutions): the numbers behind ``xaiutils.domain.explain.full_fp32`` and the Methods page.
 
 Integrated gradients on VGG-16 at width/8 with non-zero biases, 8 random slices at 64², 16 steps; the value is
 max |device map − CPU map| / max |CPU map|. Run on a GPU machine (``benchmarks/run_on_device.sh`` does)::
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from xaiutils import explain
-from xaiutils.models import build_model
+from xaiutils.domain import explain
+from xaiutils.domain.models import build_model
 
 
 def relative_deviation(maps: np.ndarray, reference: np.ndarray) -> float:

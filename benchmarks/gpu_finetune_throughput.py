@@ -4,7 +4,8 @@ Measures, in one run and on one device:
 
 1. *synthetic*: VGG-16 train steps (Adam, cross-entropy, bf16 autocast on CUDA) on one random batch that stays
    on the device: the model's own ceiling;
-2. *real loop*: ``xaiutils.train.fit`` on a benchmark dataset made by ``xaiutils.synth.dataset.make_benchmark``, timed
+2. *real loop*: ``xaiutils.domain.train.fit`` on a benchmark dataset made by
+``xaiutils.domain.synth.dataset.make_benchmark``, timed
    per epoch over the training images only (``train_images_per_second`` in the history).
 
 Target on an H100/H200: ratio >= 0.85 (the data path must not starve the GPU). Run on a GPU machine with::
@@ -29,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xaiutils import models, train
-from xaiutils.synth.dataset import load_benchmark, make_benchmark
+from xaiutils.domain import models, train
+from xaiutils.domain.synth.dataset import load_benchmark, make_benchmark
 
 
 def synthetic_throughput(model, batch_size: int, image_size: int, steps: int, warmup: int, device) -> float:

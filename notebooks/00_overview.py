@@ -40,12 +40,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-import xaiutils
-from xaiutils._io import write_atomic
-from xaiutils.config import resolve_from
-from xaiutils.mri.anatomy import axial_band, brain_area_per_level, level_to_mm
-from xaiutils.mri.brain import load_mni152
-from xaiutils.pipeline.paths import default_out_dir
+from xaiutils.domain.mri.anatomy import axial_band, brain_area_per_level, level_to_mm
+from xaiutils.domain.mri.brain import load_mni152
+from xaiutils.execution.paths import default_out_dir
+from xaiutils.foundation.config import resolve_from
+from xaiutils.foundation.files import write_atomic
+from xaiutils.foundation.versions import versions
 
 # %% tags=["parameters"]
 # Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
@@ -127,7 +127,7 @@ fig.savefig(out_dir / "band_slices.png", dpi=120)
 # Every run folder records the versions it ran with, so a number can be traced to the code that produced it.
 
 # %%
-software = xaiutils.versions()
+software = versions()
 pd.Series(software, name="version").to_frame()
 
 # %%

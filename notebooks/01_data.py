@@ -31,11 +31,11 @@
 # under a random smooth (B-spline) deformation with a small rotation and scaling, a random intensity curve, a
 # smooth bias field and Rician noise, all drawn from the seed. The reference study
 # {cite:p}`oliveira2024benchmarking` used slices of real subjects' scans; with `volume_source` set to a folder of T1
-# NIfTI volumes (or to `"ixi"` after `xaiutils.fetch.fetch_ixi()` has downloaded the IXI collection) this
+# NIfTI volumes (or to `"ixi"` after `xaiutils.domain.mri.fetch.fetch_ixi()` has downloaded the IXI collection) this
 # notebook uses real subjects instead, one volume per subject.
 #
 # **Our choices.** Image sizes, numbers of subjects and slices, lesion count, radius range, contrast, edge
-# softness, irregularity and the pseudo-subject variability are our choices, set in `xaiutils.config` and
+# softness, irregularity and the pseudo-subject variability are our choices, set in `xaiutils.foundation.config` and
 # overridable below. They are not the reference study's values, which we do not have.
 #
 # ## Prerequisites
@@ -60,21 +60,21 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from xaiutils._io import write_atomic
 from xaiutils.book import glue
-from xaiutils.config import resolve_from
-from xaiutils.mri.anatomy import level_to_mm, template_anatomy
-from xaiutils.mri.slices import sample_slices
-from xaiutils.pipeline.paths import default_out_dir
-from xaiutils.synth.dataset import load_benchmark, make_benchmark
-from xaiutils.synth.lesions import SHAPES, local_mask, sample_lesion, solidity
-from xaiutils.synth.parameters import SPLITS, lesion_params_from_config, variability_from_config
+from xaiutils.domain.mri.anatomy import level_to_mm, template_anatomy
+from xaiutils.domain.mri.slices import sample_slices
+from xaiutils.domain.synth.dataset import load_benchmark, make_benchmark
+from xaiutils.domain.synth.lesions import SHAPES, local_mask, sample_lesion, solidity
+from xaiutils.domain.synth.parameters import SPLITS, lesion_params_from_config, variability_from_config
+from xaiutils.execution.paths import default_out_dir
+from xaiutils.foundation.config import resolve_from
+from xaiutils.foundation.files import write_atomic
 
 # %% tags=["parameters"]
 # Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
 preset = "book"
 # Volumes: "mni152" (pseudo-subjects from nilearn's template), "ixi" (IXI T1, fetched beforehand with
-# xaiutils.fetch.fetch_ixi()), or a folder of T1 NIfTI volumes (None: preset value, "mni152").
+# xaiutils.domain.mri.fetch.fetch_ixi()), or a folder of T1 NIfTI volumes (None: preset value, "mni152").
 volume_source = None
 # Number of (pseudo-)subjects; with a folder, a random subset of this size (None: preset value).
 n_subjects = None
@@ -185,7 +185,8 @@ fig.savefig(out_dir / "lesion_shapes.png", dpi=120)
 # %% [markdown]
 # ## Generating the dataset
 #
-# `xaiutils.synth.dataset.make_benchmark` draws the slices, places the lesions (inside the brain mask, not overlapping,
+# `xaiutils.domain.synth.dataset.make_benchmark` draws the slices, places the lesions (inside the brain mask, not
+# overlapping,
 # every pixel of a lesion's soft edge included), splits the subjects into train/validation/test with balanced
 # classes, and writes everything atomically into one folder: NIfTI stacks for neuroimaging viewers, a NumPy
 # array cache for training, a metadata table with one row per image, a per-lesion table, and a dataset card with

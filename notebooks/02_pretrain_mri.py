@@ -65,11 +65,12 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from xaiutils import models, pretrain, task_selection
-from xaiutils._io import write_atomic
+from xaiutils.analysis import task_selection
 from xaiutils.book import glue
-from xaiutils.config import resolve, resolve_from
-from xaiutils.pipeline.paths import default_out_dir
+from xaiutils.domain import models, pretrain
+from xaiutils.execution.paths import default_out_dir
+from xaiutils.foundation.config import resolve, resolve_from
+from xaiutils.foundation.files import write_atomic
 
 # %% tags=["parameters"]
 # Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).

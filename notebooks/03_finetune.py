@@ -50,13 +50,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from xaiutils import models, train
 from xaiutils.book import glue
-from xaiutils.config import resolve
-from xaiutils.pipeline.grid import run_grid
-from xaiutils.pipeline.paths import default_out_dir
-from xaiutils.run_record import RunRecord
-from xaiutils.synth.dataset import load_benchmark
+from xaiutils.domain import models, train
+from xaiutils.domain.synth.dataset import load_benchmark
+from xaiutils.execution.grid import run_grid
+from xaiutils.execution.paths import default_out_dir
+from xaiutils.execution.run_record import RunRecord
+from xaiutils.foundation.config import resolve
 
 # %% tags=["parameters"]
 # Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).

@@ -52,13 +52,14 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from xaiutils import difficulty, evaluate, explain, leaderboard, plugins, sanity
-from xaiutils import metrics as metric_registry  # the parameter below is called `metrics`
-from xaiutils._io import write_atomic
+from xaiutils.analysis import difficulty, evaluate, leaderboard, sanity
 from xaiutils.book import glue
-from xaiutils.config import resolve_from
-from xaiutils.pipeline.paths import default_out_dir
-from xaiutils.synth.dataset import load_benchmark
+from xaiutils.domain import explain, plugins
+from xaiutils.domain import metrics as metric_registry  # the parameter below is called `metrics`
+from xaiutils.domain.synth.dataset import load_benchmark
+from xaiutils.execution.paths import default_out_dir
+from xaiutils.foundation.config import resolve_from
+from xaiutils.foundation.files import write_atomic
 
 # %% tags=["parameters"]
 # Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
@@ -113,7 +114,7 @@ pd.Series({key: str(value) for key, value in config.items()}, name="value").to_f
 # %% [markdown]
 # ## The methods
 #
-# What each method costs and needs, as registered in `xaiutils.explain` (Captum's docs compare methods the same
+# What each method costs and needs, as registered in `xaiutils.domain.explain` (Captum's docs compare methods the same
 # way). A method that has no correct rule for a layer of the backbone (e.g. DeepLift on MobileNetV2's ReLU6) is
 # recorded as *not applicable* rather than run silently wrong.
 
@@ -141,7 +142,8 @@ scores, best_run_maps = evaluate.explain_grid(
     n_images_costly=config["n_images_costly"], user_methods=user_entries,
 )
 scores = evaluate.add_correct_for_all(scores)
-# The distance from the lesions to the brain's edge, from the masks (xaiutils.difficulty), for the difficulty analysis.
+# The distance from the lesions to the brain's edge, from the masks (xaiutils.analysis.difficulty), for the difficulty
+# analysis.
 scores = difficulty.add_edge_distance(scores, bench)
 scores.to_csv(out_dir / "scores.csv", index=False)
 not_applicable = scores[scores["reason"].str.startswith("not applicable")].groupby("method")["reason"].first()

@@ -49,11 +49,12 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from xaiutils import explain, stats, verdicts
-from xaiutils._io import write_atomic
+from xaiutils.analysis import stats, verdicts
 from xaiutils.book import glue
-from xaiutils.config import resolve_from
-from xaiutils.pipeline.paths import default_out_dir
+from xaiutils.domain import explain
+from xaiutils.execution.paths import default_out_dir
+from xaiutils.foundation.config import resolve_from
+from xaiutils.foundation.files import write_atomic
 
 # %% tags=["parameters"]
 # Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
@@ -262,7 +263,7 @@ glue("best_baseline_name", skill["best_baseline"].iloc[0])
 # ## The study's three claims, as this build finds them
 #
 # Each claim of the reference study {cite:p}`oliveira2024benchmarking` is given a verdict computed from the
-# estimates above and their 95 % intervals, never typed by hand (`xaiutils.verdicts`):
+# estimates above and their 95 % intervals, never typed by hand (`xaiutils.analysis.verdicts`):
 #
 # 1. *Methods differ on correctly classified images*: the best minus the worst method, paired by run; the
 #    interval is Bonferroni-adjusted for the method pairs that could have been the largest.

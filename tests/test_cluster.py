@@ -19,9 +19,11 @@ import pandas as pd
 import pytest
 import test_evaluate  # the tests folder is on sys.path under pytest (rootdir import mode)
 
-from xaiutils import cluster, evaluate, metrics
-from xaiutils.pipeline.grid import is_finished, run_grid
-from xaiutils.pipeline.locks import lock_file
+from xaiutils.analysis import evaluate
+from xaiutils.domain import metrics
+from xaiutils.execution import cluster
+from xaiutils.execution.grid import is_finished, run_grid
+from xaiutils.execution.locks import lock_file
 
 distributed = pytest.importorskip("distributed")
 
@@ -49,7 +51,7 @@ CELL = textwrap.dedent(
     import os
     import time
     from pathlib import Path
-    from xaiutils.run_record import RunRecord
+    from xaiutils.execution.run_record import RunRecord
     name = f"{source}-k{n_pretrained_blocks}-s{seed}"
     with open(log_file, "a") as log:
         log.write(f"start {name} {os.getppid()}\\n")

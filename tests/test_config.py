@@ -1,4 +1,5 @@
-"""The presets: frozen dataclasses per step (xaiutils.config) and the dicts notebooks read (config.resolve)."""
+"""The presets: frozen dataclasses per step (xaiutils.foundation.config) and the dicts notebooks read
+(config.resolve)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import warnings
 
 import pytest
 
-from xaiutils import config
-from xaiutils.config import resolve, resolve_from
-from xaiutils.pipeline.params import check_parameter_types, notebook_parameter_defaults, read_notebook
-from xaiutils.pipeline.paths import find_notebook
+from xaiutils.execution.params import check_parameter_types, notebook_parameter_defaults, read_notebook
+from xaiutils.execution.paths import find_notebook
+from xaiutils.foundation import config
+from xaiutils.foundation.config import resolve, resolve_from
 
 
 def test_preset_values_and_overrides():
@@ -51,7 +52,7 @@ def test_regression_formula_is_a_preset_value():
 
 
 def test_explain_lists_agree_with_the_registry():
-    from xaiutils import explain
+    from xaiutils.domain import explain
 
     assert list(config.CONTROL_MAPS) == explain.control_map_names()
     costly = set(explain.methods_by_cost("costly"))
@@ -64,9 +65,10 @@ def test_explain_lists_agree_with_the_registry():
 
 
 def test_list_names_of_the_last_release_are_gone():
-    import xaiutils.config
+    import xaiutils.foundation.config
 
-    assert not hasattr(xaiutils.config, "BASELINE_METHODS") and not hasattr(xaiutils.config, "CHEAP_METHODS")
+    assert not hasattr(xaiutils.foundation.config, "BASELINE_METHODS") and not hasattr(xaiutils.foundation.config,
+    "CHEAP_METHODS")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         resolve("explain", "smoke")  # the current names do not warn

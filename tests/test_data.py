@@ -8,14 +8,13 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from xaiutils.config import resolve
-from xaiutils.mri.anatomy import axial_band, template_anatomy
-from xaiutils.mri.brain import compute_brain_mask
-from xaiutils.mri.nifti import Volume, find_volumes, load_volumes, read_nifti, voxel_size
-from xaiutils.mri.slices import Variability, sample_slices
-from xaiutils.synth import dataset as synth_dataset
-from xaiutils.synth.benchmark import content_hash
-from xaiutils.synth.dataset import (
+from xaiutils.domain.mri.anatomy import axial_band, template_anatomy
+from xaiutils.domain.mri.brain import compute_brain_mask
+from xaiutils.domain.mri.nifti import Volume, find_volumes, load_volumes, read_nifti, voxel_size
+from xaiutils.domain.mri.slices import Variability, sample_slices
+from xaiutils.domain.synth import dataset as synth_dataset
+from xaiutils.domain.synth.benchmark import content_hash
+from xaiutils.domain.synth.dataset import (
     NIFTI_FILES,
     from_nifti_stack,
     load_benchmark,
@@ -23,8 +22,9 @@ from xaiutils.synth.dataset import (
     to_nifti_stack,
     write_benchmark,
 )
-from xaiutils.synth.generate import assign_splits, synthesize
-from xaiutils.synth.parameters import SPLITS
+from xaiutils.domain.synth.generate import assign_splits, synthesize
+from xaiutils.domain.synth.parameters import SPLITS
+from xaiutils.foundation.config import resolve
 
 SMALL = {"n_subjects": 6, "slices_per_subject": 4}
 
@@ -185,7 +185,7 @@ def test_old_names_are_gone():
     # the deprecated aliases of the last release and the data façade were removed in this one
     import importlib
 
-    from xaiutils.synth import parameters
+    from xaiutils.domain.synth import parameters
 
     for old in ("lesion_params", "variability", "resolve_source"):
         assert not hasattr(parameters, old), old

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from xaiutils import explain
-from xaiutils.explain import METHODS, NotApplicable, attribute
-from xaiutils.models import build_model, replace_relus
+from xaiutils.domain import explain
+from xaiutils.domain.explain import METHODS, NotApplicable, attribute
+from xaiutils.domain.models import build_model, replace_relus
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Captum's "setting hooks" notices
 
@@ -257,7 +257,7 @@ def test_captum_tables_restated_in_checks_equal_captums():
     from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR
     from captum.attr._core.lrp import SUPPORTED_LAYERS_WITH_RULES, SUPPORTED_NON_LINEAR_LAYERS
 
-    from xaiutils.explain import checks
+    from xaiutils.domain.explain import checks
 
     assert set(checks.DEEPLIFT_NON_LINEAR) == set(SUPPORTED_NON_LINEAR)
     captum_rules = {kind for kind in SUPPORTED_LAYERS_WITH_RULES if kind.__name__ != "Addition_Module"}

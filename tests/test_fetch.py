@@ -13,9 +13,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from xaiutils import fetch
-from xaiutils.mri.nifti import load_volumes
-from xaiutils.synth.parameters import resolve_volume_source
+from xaiutils.domain.mri import fetch
+from xaiutils.domain.mri.nifti import load_volumes
+from xaiutils.domain.synth.parameters import resolve_volume_source
 
 SUBJECTS = ("IXI002-Guys-0828", "IXI012-HH-1211", "IXI013-HH-1212")
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from xaiutils import config
-from xaiutils.config import resolve
-from xaiutils.pipeline.grid import cell_name, grid_cells, run_grid
-from xaiutils.pipeline.paths import RUNS_ENV
-from xaiutils.synth.dataset import load_benchmark, make_benchmark
+from xaiutils.domain.synth.dataset import load_benchmark, make_benchmark
+from xaiutils.execution.grid import cell_name, grid_cells, run_grid
+from xaiutils.execution.paths import RUNS_ENV
+from xaiutils.foundation import config
+from xaiutils.foundation.config import resolve
 
 # Stands in for notebook 3: writes the run folder's sidecar through RunRecord, logs each execution, and fails on demand.
 FAKE_FINETUNE = textwrap.dedent(
@@ -31,7 +31,7 @@ FAKE_FINETUNE = textwrap.dedent(
     mri_checkpoint = None
 
     # %%
-    from xaiutils.run_record import RunRecord
+    from xaiutils.execution.run_record import RunRecord
     with open(log_file, "a") as log:
         log.write(f"{source}-k{n_pretrained_blocks}-s{seed}\\n")
     if fail_on == f"{source}-k{n_pretrained_blocks}-s{seed}":

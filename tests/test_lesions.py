@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from xaiutils.mri.anatomy import template_anatomy
-from xaiutils.mri.brain import otsu_threshold, otsu_thresholds_3
-from xaiutils.mri.slices import sample_slices
-from xaiutils.synth import lesions
+from xaiutils.domain.mri.anatomy import template_anatomy
+from xaiutils.domain.mri.brain import otsu_threshold, otsu_thresholds_3
+from xaiutils.domain.mri.slices import sample_slices
+from xaiutils.domain.synth import lesions
 
 
 def _draw_many(shape, n, params, seed=0):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from xaiutils import explain
+from xaiutils.domain import explain
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import torch
 import torchvision
 from torch import nn
 
-from xaiutils import models, train
-from xaiutils.synth.dataset import load_benchmark, make_benchmark
-from xaiutils.weights import MOBILENET_V2_FILE, checkpoints_dir
+from xaiutils.domain import models, train
+from xaiutils.domain.synth.dataset import load_benchmark, make_benchmark
+from xaiutils.domain.weights import MOBILENET_V2_FILE, checkpoints_dir
 
 SMALL = {"vgg16": 0.125, "resnet18": 1.0, "mobilenet_v2": 0.25}
 HAVE_MOBILENET_FILE = (checkpoints_dir() / MOBILENET_V2_FILE).is_file()

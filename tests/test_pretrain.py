@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xaiutils import pretrain
-from xaiutils.mri.anatomy import template_anatomy
-from xaiutils.mri.slices import Variability, sample_slices
+from xaiutils.domain import pretrain
+from xaiutils.domain.mri.anatomy import template_anatomy
+from xaiutils.domain.mri.slices import Variability, sample_slices
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from xaiutils import models, pretrain
-from xaiutils.config import resolve
-from xaiutils.synth.dataset import make_benchmark
+from xaiutils.domain import models, pretrain
+from xaiutils.domain.synth.dataset import make_benchmark
+from xaiutils.foundation.config import resolve
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_dense_pretraining_lowers_its_loss_and_leaves_a_transferable_backbone(sl
 
 
 def test_train_and_select_in_two_processes_matches_one_and_writes_every_task(slices, tmp_path):
-    from xaiutils import task_selection
+    from xaiutils.analysis import task_selection
 
     data_dir = make_benchmark(tmp_path / "dataset", "smoke", progress=False, n_subjects=3, slices_per_subject=2,
                                    image_size=32, radius_range=(2.0, 3.0))

@@ -22,18 +22,18 @@ import pytest
 import test_grid  # the tests folder is on sys.path under pytest (rootdir import mode)
 import torch
 
-from xaiutils import explain, models
 from xaiutils.__main__ import main
-from xaiutils.mri.nifti import load_volumes, read_nifti
-from xaiutils.pipeline.grid import run_grid
-from xaiutils.pipeline.locks import remove_dead_leftovers
-from xaiutils.pipeline.params import parse_value
-from xaiutils.pipeline.paths import RUNS_ENV
-from xaiutils.pipeline.runner import run_notebook
-from xaiutils.synth import dataset as synth_dataset
-from xaiutils.synth.benchmark import content_hash
-from xaiutils.synth.dataset import dataset_hash, load_benchmark, make_benchmark
-from xaiutils.synth.lesions import LesionParams
+from xaiutils.domain import explain, models
+from xaiutils.domain.mri.nifti import load_volumes, read_nifti
+from xaiutils.domain.synth import dataset as synth_dataset
+from xaiutils.domain.synth.benchmark import content_hash
+from xaiutils.domain.synth.dataset import dataset_hash, load_benchmark, make_benchmark
+from xaiutils.domain.synth.lesions import LesionParams
+from xaiutils.execution.grid import run_grid
+from xaiutils.execution.locks import remove_dead_leftovers
+from xaiutils.execution.params import parse_value
+from xaiutils.execution.paths import RUNS_ENV
+from xaiutils.execution.runner import run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 

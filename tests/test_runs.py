@@ -12,12 +12,12 @@ import nbformat
 import pytest
 import yaml
 
-from xaiutils import weights
-from xaiutils.mri.anatomy import axial_band
-from xaiutils.mri.brain import load_mni152
-from xaiutils.pipeline.params import notebook_parameters, parse_value, read_notebook
-from xaiutils.pipeline.paths import find_notebook
-from xaiutils.pipeline.runner import run_notebook
+from xaiutils.domain import weights
+from xaiutils.domain.mri.anatomy import axial_band
+from xaiutils.domain.mri.brain import load_mni152
+from xaiutils.execution.params import notebook_parameters, parse_value, read_notebook
+from xaiutils.execution.paths import find_notebook
+from xaiutils.execution.runner import run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.py"))
@@ -41,7 +41,7 @@ FAILING_NOTEBOOK = textwrap.dedent(
 
 
 def test_pipeline_modules_do_one_job_each():
-    from xaiutils.pipeline import grid, inputs, locks, params, paths, runner
+    from xaiutils.execution import grid, inputs, locks, params, paths, runner
 
     for module in (paths, locks, params, runner, inputs, grid):  # one job each: no module over about 400 lines
         assert len(Path(module.__file__).read_text().splitlines()) <= 400, module.__name__

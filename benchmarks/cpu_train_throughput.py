@@ -29,7 +29,8 @@ CANDIDATES = [("mobilenet_v2", 1.0), ("mobilenet_v2", 0.5), ("resnet18", 1.0), (
 
 def throughput(backbone: str, width: float, k: int, cached: bool, image_size: int, batch_size: int,
                steps: int, warmup: int = 2) -> float:
-    model = models.build_model(backbone, width=width, seed=0).freeze(k).train()
+    torch.manual_seed(0)  # the weights, then the batch drawn after them
+    model = models.build_model(backbone, width=width).freeze(k).train()
     x = torch.rand(batch_size, 1, image_size, image_size)
     y = torch.randint(0, 2, (batch_size,))
     if cached and k:

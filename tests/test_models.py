@@ -227,3 +227,15 @@ def test_normalisation_is_one_module_and_keeps_the_state_dict_keys():
     with torch.no_grad():
         assert torch.equal(sequence(x), model(x))
     assert not list(sequence[0].state_dict())
+
+
+def test_build_model_leaves_the_global_generator_alone():
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    seeded = models.build_model("vgg16", width=0.125, seed=0)
+    assert torch.equal(torch.rand(3), expected), "build_model(seed=...) moved the caller's global generator"
+    torch.manual_seed(0)  # the caller's own seeding gives the same weights
+    unseeded = models.build_model("vgg16", width=0.125)
+    for (name, a), b in zip(seeded.state_dict().items(), unseeded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

@@ -11,6 +11,7 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from xaiutils.domain import models, pretrain, train
@@ -28,8 +29,10 @@ def train_task(name: str, inputs: np.ndarray, targets: np.ndarray, train_rows, v
     statistics are re-estimated over the training slices afterwards. Returns ``(history, metric)``, the metric
     being the task's own validation figure (``{"metric", "value", "chance"}``).
     """
+    # one seeded stream: the backbone's weights, then (dense tasks) the dense head's
+    torch.manual_seed(config["seed"])
     net = models.build_model(config["backbone"], n_classes=pretrain.n_outputs(name, config["n_bands"]),
-                             width=config["width"], seed=config["seed"])
+                             width=config["width"])
     fit_args = {"epochs": config["epochs"], "lr": config["lr"], "batch_size": config["batch_size"],
                 "patience": config["patience"], "seed": config["seed"], "lr_schedule": config["lr_schedule"],
                 "progress": progress}

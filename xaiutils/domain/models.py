@@ -266,10 +266,22 @@ def from_torchvision(backbone: str, reference: nn.Module) -> dict:
 
 def build_model(backbone: str = "vgg16", n_classes: int = 2, width: float = 1.0, dropout: float = 0.5,
                 seed: int | None = None) -> LesionNet:
-    """A randomly initialised :class:`LesionNet` (seeded when ``seed`` is given) with safe ReLUs."""
+    """A randomly initialised :class:`LesionNet` with safe ReLUs.
+
+    ``seed``: the weights are drawn as after ``torch.manual_seed(seed)``, inside ``torch.random.fork_rng``, so the
+    caller's global generator is left as it was (the same weights as ``torch.manual_seed(seed)`` followed by
+    ``build_model(...)``). ``None``: drawn from the global generator; a caller that needs more draws from the same
+    stream after the weights (a dense head, biases) seeds it itself and passes no ``seed``.
+    """
     check_choice("backbone", backbone, BACKBONES)
-    if seed is not None:
+    if seed is None:
+        return _build(backbone, n_classes, width, dropout)
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        return _build(backbone, n_classes, width, dropout)
+
+
+def _build(backbone: str, n_classes: int, width: float, dropout: float) -> LesionNet:
     blocks, head = BUILDERS[backbone](width, n_classes, dropout)
     model = LesionNet(blocks, head, backbone=backbone, width=width, n_classes=n_classes)
     return replace_relus(model)

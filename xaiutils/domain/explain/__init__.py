@@ -27,6 +27,7 @@ from xaiutils.domain.explain.base import (
     COST_CLASSES,
     KINDS,
     METHODS,
+    CaptumMethod,
     ControlMap,
     HookedMethod,
     Method,
@@ -46,9 +47,9 @@ from xaiutils.domain.explain.runtime import full_fp32
 from xaiutils.domain.explain.runtime import reduce_channels as _reduce
 from xaiutils.domain.explain.runtime import seeded as _seeded
 
-__all__ = ["COST_CLASSES", "KINDS", "METHODS", "ControlMap", "HookedMethod", "Method", "NotApplicable", "attribute",
-           "check_applicable", "control_map_names", "full_fp32", "method_table", "methods_by_cost", "register",
-           "resolve_method", "unregister"]
+__all__ = ["COST_CLASSES", "KINDS", "METHODS", "CaptumMethod", "ControlMap", "HookedMethod", "Method", "NotApplicable",
+           "attribute", "check_applicable", "control_map_names", "full_fp32", "method_table", "methods_by_cost",
+           "register", "resolve_method", "unregister"]
 _PRIVATE_FOR_PLUGINS = (_as_images, _as_targets, _reduce, _seeded)  # xaiutils.domain.plugins uses these names
 
 

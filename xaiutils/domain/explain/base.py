@@ -3,7 +3,8 @@
 A method is one subclass of :class:`Method`: its metadata as class attributes, its attribution as
 :meth:`Method.attribute`, its applicability check as :meth:`Method.check` and its images per call as
 :meth:`Method.chunk_size`. Defining the class registers it under its ``name`` (in definition order): nothing else
-needs editing. The model-free control maps subclass :class:`ControlMap` instead.
+needs editing. A plain Captum wrapper subclasses :class:`CaptumMethod` and declares only the Captum class and its
+arguments; the model-free control maps subclass :class:`ControlMap` instead.
 """
 
 from __future__ import annotations
@@ -81,6 +82,20 @@ class Method:
     def attribute(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Attributions (N×C×H×W, like ``inputs``) of ``model``'s ``targets`` logits for ``inputs``."""
         raise NotImplementedError(f"{type(self).__name__} does not implement attribute()")
+
+
+class CaptumMethod(Method):
+    """A plain Captum wrapper: the class ``captum`` names in ``captum.attr``, built on the model alone and called
+    with the inputs, the targets and ``captum_arguments``. One :meth:`attribute` for every such method; a subclass
+    declares the Captum class and its arguments only."""
+
+    captum: ClassVar[str]
+    captum_arguments: ClassVar[dict[str, Any]] = {}  # keyword arguments of the Captum class's attribute()
+
+    def attribute(self, model, inputs, targets):
+        import captum.attr
+
+        return getattr(captum.attr, self.captum)(model).attribute(inputs, target=targets, **self.captum_arguments)
 
 
 class HookedMethod(Method):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from xaiutils.domain.explain.base import Method
+from xaiutils.domain.explain.base import CaptumMethod, Method
 from xaiutils.domain.explain.references import baseline_distribution, per_pass, single_baseline
 
 
-class Saliency(Method):
+class Saliency(CaptumMethod):
     name = "saliency"
     label = "Saliency"
     kind = "gradient"
@@ -14,14 +14,10 @@ class Saliency(Method):
     cost = "cheap"
     passes = "1 backward"
     caveats = "Raw gradient (Simonyan et al. 2014): local sensitivity, noisy; not an attribution of the output."
-
-    def attribute(self, model, inputs, targets):
-        from captum.attr import Saliency
-
-        return Saliency(model).attribute(inputs, target=targets, abs=False)
+    captum_arguments = {"abs": False}
 
 
-class InputXGradient(Method):
+class InputXGradient(CaptumMethod):
     name = "input_x_gradient"
     label = "InputXGradient"
     kind = "gradient"
@@ -29,11 +25,6 @@ class InputXGradient(Method):
     cost = "cheap"
     passes = "1 backward"
     caveats = "Gradient × input: zero wherever the input is zero (black background), whatever the model does there."
-
-    def attribute(self, model, inputs, targets):
-        from captum.attr import InputXGradient
-
-        return InputXGradient(model).attribute(inputs, target=targets)
 
 
 class IntegratedGradients(Method):

@@ -3,7 +3,7 @@ Deconvolution, LRP), checked for applicability first."""
 
 from __future__ import annotations
 
-from xaiutils.domain.explain.base import DeepLiftRules, HookedMethod
+from xaiutils.domain.explain.base import CaptumMethod, DeepLiftRules, HookedMethod
 from xaiutils.domain.explain.checks import (
     LRP_LAYERS_WITH_RULES,
     LRP_PASS_THROUGH,
@@ -67,7 +67,7 @@ class DeepLiftShap(DeepLiftRules):
             target=targets)
 
 
-class GuidedBackprop(HookedMethod):
+class GuidedBackprop(CaptumMethod, HookedMethod):
     name = "guided_backprop"
     label = "GuidedBackprop"
     kind = "propagation"
@@ -76,13 +76,8 @@ class GuidedBackprop(HookedMethod):
     passes = "1 backward (hooked)"
     caveats = "Largely class-insensitive, reconstructs image edges (Adebayo et al. 2018); ReLU models only."
 
-    def attribute(self, model, inputs, targets):
-        from captum.attr import GuidedBackprop
 
-        return GuidedBackprop(model).attribute(inputs, target=targets)
-
-
-class Deconvolution(HookedMethod):
+class Deconvolution(CaptumMethod, HookedMethod):
     name = "deconvolution"
     label = "Deconvolution"
     kind = "propagation"
@@ -90,11 +85,6 @@ class Deconvolution(HookedMethod):
     cost = "cheap"
     passes = "1 backward (hooked)"
     caveats = "Like GuidedBackprop, largely input-driven rather than model-driven; ReLU models only."
-
-    def attribute(self, model, inputs, targets):
-        from captum.attr import Deconvolution
-
-        return Deconvolution(model).attribute(inputs, target=targets)
 
 
 class LRPEpsilon(HookedMethod):

@@ -93,10 +93,10 @@ def test_grid_on_a_cluster_writes_what_one_machine_writes(tmp_path, client):
     notebook.write_text(CELL)
     parameters = {"log_file": str(tmp_path / "here.log")}
     here = run_grid(out_dir=tmp_path / "here", spec=SPEC, notebook=notebook, progress=False,
-                         parameters=parameters, check_inputs=False)
+                    parameters=parameters, check_inputs=False)
     parameters = {"log_file": str(tmp_path / "there.log")}
     there = run_grid(out_dir=tmp_path / "there", spec=SPEC, notebook=notebook, progress=False,
-                          parameters=parameters, check_inputs=False, cluster=client, resources={"GPU": 1})
+                     parameters=parameters, check_inputs=False, cluster=client, resources={"GPU": 1})
     assert (tmp_path / "there" / "accuracy.csv").read_bytes() == (tmp_path / "here" / "accuracy.csv").read_bytes()
     assert list(there["run"]) == ["imagenet-k1-s0", "imagenet-k3-s0", "none-k0-s0"]
     assert sorted(there.attrs["executed"]) == sorted(here.attrs["executed"]) == sorted(there["run"])
@@ -116,7 +116,7 @@ def test_grid_on_a_cluster_writes_what_one_machine_writes(tmp_path, client):
 
     # finished cells are skipped on the cluster, and cells finished on one machine count as finished there
     again = run_grid(out_dir=tmp_path / "there", spec=SPEC, notebook=notebook, progress=False,
-                          parameters=parameters, check_inputs=False, cluster=client)
+                     parameters=parameters, check_inputs=False, cluster=client)
     assert again.attrs["executed"] == [] and len(log_lines(tmp_path / "there.log")) == 6
 
 
@@ -130,7 +130,7 @@ def test_a_worker_killed_mid_cell_loses_nothing_and_duplicates_nothing(tmp_path,
     def grid():
         try:
             result["table"] = run_grid(out_dir=out, spec=SPEC, notebook=notebook, progress=False,
-                                            parameters=parameters, check_inputs=False, cluster=client)
+                                       parameters=parameters, check_inputs=False, cluster=client)
         except BaseException as error:  # reported by the assertion below
             result["error"] = error
 
@@ -197,7 +197,7 @@ def test_a_cell_another_process_is_writing_is_left_to_it_then_run_once(tmp_path,
     watcher.start()
     try:
         table = run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, check_inputs=False,
-                              parameters={"log_file": str(log)}, cluster=client)
+                         parameters={"log_file": str(log)}, cluster=client)
     finally:
         release.touch()
         watcher.join()

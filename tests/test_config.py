@@ -65,10 +65,7 @@ def test_explain_lists_agree_with_the_registry():
 
 
 def test_list_names_of_the_last_release_are_gone():
-    import xaiutils.foundation.config
-
-    assert not hasattr(xaiutils.foundation.config, "BASELINE_METHODS") and not hasattr(xaiutils.foundation.config,
-    "CHEAP_METHODS")
+    assert not hasattr(config, "BASELINE_METHODS") and not hasattr(config, "CHEAP_METHODS")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         resolve("explain", "smoke")  # the current names do not warn
@@ -88,8 +85,8 @@ def test_unknown_step_and_parameter_are_named():
 
 def test_resolve_from_needs_every_parameter_of_the_step():
     assert resolve_from("overview", "smoke", {"min_brain_fraction": 0.7, "n_slices_shown": None,
-                                                      "unrelated": 1}) == {"min_brain_fraction": 0.7,
-                                                                           "n_slices_shown": 8}
+                                              "unrelated": 1}) == {"min_brain_fraction": 0.7,
+                                                                   "n_slices_shown": 8}
     with pytest.raises(ValueError, match=r"no value for parameter\(s\) 'n_slices_shown' of step 'overview'"):
         resolve_from("overview", "smoke", {"min_brain_fraction": None})
 

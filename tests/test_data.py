@@ -33,7 +33,7 @@ SMALL = {"n_subjects": 6, "slices_per_subject": 4}
 def small(tmp_path_factory):
     """A small dataset at the smoke preset's settings, written to disk and read back."""
     path = make_benchmark(tmp_path_factory.mktemp("bench") / "dataset", "smoke", seed=3, progress=False,
-                               **SMALL)
+                          **SMALL)
     return load_benchmark(path)
 
 
@@ -197,8 +197,8 @@ def test_old_names_are_gone():
 
 def test_presence_task_and_white_matter_placement():
     config = resolve("data", "smoke", n_subjects=4, slices_per_subject=4, lesion_task="presence",
-                             placement="white_matter", radius_range=(1.5, 2.5), n_lesions=(1, 2),
-                             split_fractions=(0.5, 0.25, 0.25))
+                     placement="white_matter", radius_range=(1.5, 2.5), n_lesions=(1, 2),
+                     split_fractions=(0.5, 0.25, 0.25))
     bench = synthesize(config, progress=False)
     lesioned = (bench.masks >= 0.5).reshape(len(bench), -1).any(axis=1)
     np.testing.assert_array_equal(lesioned, bench.labels == 1)
@@ -268,8 +268,8 @@ def test_real_volume_folder(tmp_path):
     assert [v.mask_source for v in volumes] == ["file", "computed", "file", "computed"]
     assert all(v.t1.ndim == 3 and v.brain_mask.shape == v.t1.shape for v in volumes)
     path = make_benchmark(tmp_path / "dataset", volume_source=str(folder), n_subjects=4, slices_per_subject=2,
-                               image_size=32, radius_range=(1.5, 2.5), split_fractions=(0.5, 0.25, 0.25),
-                               progress=False)
+                          image_size=32, radius_range=(1.5, 2.5), split_fractions=(0.5, 0.25, 0.25),
+                          progress=False)
     bench = load_benchmark(path, verify=True)
     assert sorted(bench.metadata["subject"].unique()) == ["sub-01", "sub-02", "sub-03", "sub-04"]
     assert (bench.metadata.groupby("subject")["split"].nunique() == 1).all()

@@ -82,7 +82,7 @@ def tiny_grid(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("grid")
     data_dir = make_benchmark(root / "dataset", "smoke", progress=False, n_subjects=3, slices_per_subject=2,
-                                   image_size=32, radius_range=(2.0, 3.0))
+                              image_size=32, radius_range=(2.0, 3.0))
     bench = load_benchmark(data_dir)
     test_rows = bench.indices("test")
     labels = bench.labels[test_rows]

@@ -52,7 +52,7 @@ def tiny_runs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("runs")
     make_benchmark(root / "smoke" / "01_data" / "dataset", "smoke", progress=False, n_subjects=3,
-                        slices_per_subject=2, image_size=32, radius_range=(2.0, 3.0))
+                   slices_per_subject=2, image_size=32, radius_range=(2.0, 3.0))
     return root
 
 
@@ -89,14 +89,14 @@ def test_grid_skips_finished_runs_and_resumes_after_a_crash(tmp_path):
     # First attempt crashes on the second cell: the first cell's run folder is complete, the second left nothing.
     with pytest.raises(Exception, match="simulated crash"):
         run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False,
-                      parameters={"log_file": str(log), "fail_on": "imagenet-k3-s0"})
+                 parameters={"log_file": str(log), "fail_on": "imagenet-k3-s0"})
     assert (out / "imagenet-k1-s0" / "run.json").is_file()
     assert not (out / "imagenet-k3-s0").exists()
     assert log.read_text().split() == ["imagenet-k1-s0", "imagenet-k3-s0"]
 
     # Resume: a finished cell is skipped only if its parameters match, so pass the same ones minus the crash.
     table = run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False,
-                          parameters={"log_file": str(log), "fail_on": "imagenet-k3-s0-never"})
+                     parameters={"log_file": str(log), "fail_on": "imagenet-k3-s0-never"})
     # Changed parameters invalidate the finished cell too: all three run.
     assert log.read_text().split()[2:] == ["imagenet-k1-s0", "imagenet-k3-s0", "none-k0-s0"]
     assert list(table["run"]) == ["imagenet-k1-s0", "imagenet-k3-s0", "none-k0-s0"]
@@ -105,7 +105,7 @@ def test_grid_skips_finished_runs_and_resumes_after_a_crash(tmp_path):
 
     # A third call with the same parameters executes nothing.
     run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False,
-                  parameters={"log_file": str(log), "fail_on": "imagenet-k3-s0-never"})
+             parameters={"log_file": str(log), "fail_on": "imagenet-k3-s0-never"})
     assert len(log.read_text().split()) == 5
     recorded = json.loads((out / "none-k0-s0" / "run.json").read_text())["parameters"]
     assert recorded["grid"] is False and recorded["source"] == "none"
@@ -194,14 +194,14 @@ def test_grid_with_two_workers_runs_each_cell_once_with_its_share_of_threads(tmp
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     table = run_grid(out_dir=out, spec={**SPEC, "workers": 2}, notebook=notebook, progress=False,
-                          parameters={"log_file": str(log)}, check_inputs=False)
+                     parameters={"log_file": str(log)}, check_inputs=False)
     lines = [line.split() for line in log.read_text().splitlines()]
     assert sorted(name for name, _ in lines) == sorted(table["run"]) and len(lines) == len(table) == 6
     assert {threads for _, threads in lines} == {"2"}, "each of 2 workers on 4 cores gets 2 threads"
     assert "OMP_NUM_THREADS" not in os.environ, "the caller's environment is restored"
     # the table keeps the grid's order whatever order the cells finished in, and equals a one-worker run
     again = run_grid(out_dir=tmp_path / "one", spec=SPEC, notebook=notebook, progress=False,
-                          parameters={"log_file": str(log)}, check_inputs=False, workers=1)
+                     parameters={"log_file": str(log)}, check_inputs=False, workers=1)
     columns = ["run", "test_accuracy"]
     assert table[columns].equals(again[columns])
     with pytest.raises(ValueError, match="workers must be a whole number >= 1, got 0"):
@@ -223,6 +223,6 @@ def test_a_failing_cell_stops_a_grid_with_two_workers_before_the_queued_cells(tm
     spec = {"sources": ["none"], "n_pretrained_blocks": [0], "seeds": list(range(8)), "workers": 2}
     with pytest.raises(Exception, match="simulated crash"):
         run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, check_inputs=False,
-                      parameters={"log_file": str(log), "fail_on": "none-k0-s0"})
+                 parameters={"log_file": str(log), "fail_on": "none-k0-s0"})
     ran = log.read_text().split()
     assert "none-k0-s0" in ran and len(ran) < 8, f"queued cells ran after the failure: {ran}"

@@ -204,7 +204,7 @@ def test_tiny_training_run_beats_chance_on_a_smoke_dataset(tmp_path):
     """ImageNet MobileNetV2 with every block transferred (only the head trains) on a reduced smoke dataset."""
 
     bench = load_benchmark(make_benchmark(tmp_path / "dataset", "smoke", seed=0, n_subjects=30,
-                                                    progress=False))
+                                          progress=False))
     train_rows, val_rows, test_rows = (bench.indices(name) for name in ("train", "val", "test"))
     model = models.prepare_model("mobilenet_v2", "imagenet", 5, seed=0, dropout=0.2, allow_download=False)
     train.fit(model, (bench.images[train_rows], bench.labels[train_rows]),

@@ -141,7 +141,7 @@ def test_case1_second_grid_process_leaves_live_work_alone_and_waits_for_it(tmp_p
     watcher.start()
     try:
         table = run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False,
-                              parameters={"log_file": str(log), "data_dir": str(dataset_copy)})
+                         parameters={"log_file": str(log), "data_dir": str(dataset_copy)})
     finally:
         release.touch()
         watcher.join()
@@ -437,8 +437,8 @@ def test_case7_grid_without_a_dataset_names_the_command_before_any_cell(capsys, 
 def test_case7_grid_mri_cells_need_the_checkpoint(tmp_path, dataset_copy):
     with pytest.raises(FileNotFoundError, match="python -m xaiutils run 02_pretrain_mri --preset smoke"):
         run_grid(out_dir=tmp_path / "grid", notebook=fake_notebook(tmp_path), progress=False,
-                      spec={"sources": ["mri"], "n_pretrained_blocks": [1], "seeds": [0]},
-                      parameters={"data_dir": str(dataset_copy), "mri_checkpoint": str(tmp_path / "no.pt")})
+                 spec={"sources": ["mri"], "n_pretrained_blocks": [1], "seeds": [0]},
+                 parameters={"data_dir": str(dataset_copy), "mri_checkpoint": str(tmp_path / "no.pt")})
 
 
 @pytest.mark.slow

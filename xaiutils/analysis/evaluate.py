@@ -172,8 +172,8 @@ def _explain_task(run_dir: str, data_dir: str, content: str | None, images, meth
 
     if (data_dir, content) not in _BENCHES:
         _BENCHES[(data_dir, content)] = load_benchmark(data_dir)
-    return explain_run(run_dir, _BENCHES[(data_dir, content)], images, methods, metric_names,
-                                keep_maps=keep_maps, progress=False, cluster=get_client(), **options)
+    return explain_run(run_dir, _BENCHES[(data_dir, content)], images, methods, metric_names, keep_maps=keep_maps,
+                       progress=False, cluster=get_client(), **options)
 
 
 def _explain_runs_on_dask(cluster: Any, grid_dir: Path, run_names: list[str], data_dir, images, methods, metric_names,

@@ -242,8 +242,7 @@ def _cell_task(folder: str, cell_parameters: dict, inputs: dict, preset: str, pa
     """One grid cell, in a Dask worker: the cell's lock is taken here, in the process that runs the notebook, so
     the operating system drops it if this worker dies. ``(outcome, pid)``: ran, skipped (finished) or busy."""
     try:
-        ran = run_grid_cell(Path(folder), cell_parameters, inputs, preset, lambda _: (Path(path), notebook),
-                                 wait)
+        ran = run_grid_cell(Path(folder), cell_parameters, inputs, preset, lambda _: (Path(path), notebook), wait)
     except FolderBusy:
         return "busy", os.getpid()
     return ("ran" if ran else "skipped"), os.getpid()
@@ -261,8 +260,8 @@ def _cell_result(future, name: str) -> str:
                            f"in the workers' logs for the cause (out of memory, walltime, a crash)") from error
 
 
-def _run_cells_on_dask(cluster: Any, out_dir: Path, cells: list[dict], inputs: Mapping[str, Any], preset: str, prepare,
-              resources: Mapping[str, float] | None = None, progress: bool = True) -> list[str]:
+def _run_cells_on_dask(cluster: Any, out_dir: Path, cells: list[dict], inputs: Mapping[str, Any], preset: str,
+                       prepare, resources: Mapping[str, float] | None = None, progress: bool = True) -> list[str]:
     """Run the grid cells ``cells`` (each a cell's full parameters) as Dask tasks, one per cell; the names of the
     cells that ran. Called by :func:`run_grid` with ``cluster``; :mod:`xaiutils.execution.cluster` gives the client.
 

@@ -1,12 +1,12 @@
-"""Dask clusters for the grid's cells and the scoring: a scheduler address or a cluster spec file.
-
-(One module of about 400 lines on purpose: it does one job, getting work onto a Dask cluster; half of it checks the
-spec, which the task submission next to it relies on.)
+"""Dask clusters, an executor: a scheduler address or a cluster spec file turned into a client, and nothing more.
 
 Nothing here schedules work: Dask does (``distributed.Client``, its futures and worker resources; joblib's
 ``dask`` backend for the scoring; ``dask_jobqueue`` starts the batch jobs). This module turns what the user
-gives (``--cluster``, notebook 4's ``cluster`` parameter, ``run_grid(cluster=...)``) into a client, and checks a
-spec file before anything is submitted.
+gives (``--cluster``, notebook 4's ``cluster`` parameter, ``run_grid(cluster=...)``) into a client
+(:func:`connect`), checks a spec file before anything is submitted, and hands joblib the cluster
+(:func:`joblib_backend`). It knows nothing of grids or explanations: the callers submit their own functions
+(:mod:`xaiutils.execution.grid` its cells, :mod:`xaiutils.analysis.evaluate` its runs), asking for
+:func:`task_resources`, and cancel them with :func:`cancel_on_error`.
 
 A cluster spec is a YAML file::
 

@@ -137,7 +137,7 @@ class GridConfig(Step):
     # transfer mode: k = 0 means no pre-trained block, so "none" is run at k = 0 only
     n_pretrained_blocks: dict[str, list[int]]
     seeds: list[int]
-    workers: int  # cells trained at once (runs.run_grid); results do not depend on it
+    workers: int  # cells trained at once (execution.grid.run_grid); results do not depend on it
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,7 @@ def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
 # ---------------------------------------------------------------------------------------------------------------
 # Stamps: the size and change times of the files a content hash covers, recorded when the hash was last known to
 # be right. While they match, the hash stands without reading the data; when any changed, the data are hashed
-# again (see ``data.load_benchmark``).
+# again (see ``xaiutils.domain.synth.dataset.load_benchmark``).
 
 STAMP_FILE = "cache/stamp.json"
 

@@ -108,7 +108,7 @@ def claim_verdicts(performance: pd.DataFrame, n_boot: int = 2000, seed: int = 0)
     method pairs; claims 2 and 3: the source pairs) are Bonferroni-adjusted, so that the family holds 95 %.
 
     ``performance``: one row per run × attribution method (columns run, source, k, method, score, accuracy), the
-    model-free baselines left out, e.g. from :func:`xaiutils.analysis.stats.performance_table`.
+    model-free baselines left out, e.g. from :func:`xaiutils.stats.performance_table`.
     """
     rows = []
     difference = method_difference(performance, n_boot=n_boot, seed=seed)

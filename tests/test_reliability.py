@@ -64,6 +64,7 @@ HOLDER = textwrap.dedent(
     """\
     import shutil, sys, time
     from pathlib import Path
+    from xaiutils.execution.locks import folder_lock
     target, release = Path(sys.argv[1]), Path(sys.argv[2])
     with folder_lock(target, wait=0):
         partial = target.with_name(f".{target.name}.partial-live")

@@ -10,7 +10,7 @@ TEST_STAMP := $(VENV)/.installed-test
 
 help:
 	@echo "make book   - install, execute every notebook at the book preset, build the HTML book"
-	@echo "make test   - install (Chromium too, via make browser), lint with ruff, run the test suite"
+	@echo "make test   - install (Chromium too, via make browser), lint (ruff, lint-imports), run the test suite"
 	@echo "make test-isa - the test suite again with PyTorch and oneDNN forced to AVX2 and to generic code (ISA=avx2|generic: one)"
 	@echo "make check-book - open the built book in headless Chromium; fail on blank pages, missing figures, broken links"
 	@echo "make browser    - apt-get install chromium and chromium-driver when missing (the browser tests need them)"
@@ -33,8 +33,10 @@ $(TEST_STAMP): $(STAMP) requirements-test.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-test.txt
 	touch $(TEST_STAMP)
 
-lint: $(STAMP)
+# ruff, then the import contract of pyproject.toml ([tool.importlinter]: the package's layers, no import cycles).
+lint: $(STAMP) $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 test: $(STAMP) $(TEST_STAMP) lint browser
 	$(PY) -m pytest

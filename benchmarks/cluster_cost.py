@@ -3,8 +3,8 @@
 Measured here, on this machine, with a ``LocalCluster`` of 2 single-threaded worker processes:
 
 - **scoring**: seconds per 64² map (exact EMD and the other metrics of the study) serially in one process, and the
-  same maps through ``score_maps(cluster=...)`` (joblib's dask backend); the cluster's efficiency is the serial
-  time over (workers × cluster time), 1.0 when Dask adds nothing;
+  same maps through ``score_maps(backend=cluster.joblib_backend(client))`` (joblib's dask backend); the cluster's
+  efficiency is the serial time over (workers × cluster time), 1.0 when Dask adds nothing;
 - **grid**: seconds per cell of a stand-in notebook that does no work, one machine (one cell at a time) against
   the cluster (two at a time): what a cell costs besides its training (kernel start, papermill, Dask).
 
@@ -34,8 +34,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from emd_speed import maps as synthetic_maps  # noqa: E402
 from emd_speed import study_maps  # noqa: E402
 
-from xaiutils import metrics, runs  # noqa: E402
-from xaiutils.presets import PRESETS, resolve  # noqa: E402
+from xaiutils.domain import metrics  # noqa: E402
+from xaiutils.execution import cluster  # noqa: E402
+from xaiutils.execution.grid import grid_cells, run_grid  # noqa: E402
+from xaiutils.foundation.config import resolve  # noqa: E402
 
 NOTHING = """\
 # %% tags=["parameters"]
@@ -77,7 +79,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     import distributed
 
-    explain = PRESETS["study"]["explain"]
+    explain = resolve("explain", "study")
     names = explain["metrics"]
     pairs = list(synthetic_maps(np.random.default_rng(0), 64, args.maps))
     batch = np.stack([a for a, _ in pairs]), np.stack([m for _, m in pairs])
@@ -86,14 +88,16 @@ def main(argv=None) -> None:
     spec = {"sources": ["none"], "n_pretrained_blocks": [0], "seeds": list(range(args.cells))}
     with tempfile.TemporaryDirectory() as folder, distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, dashboard_address=None) as local, distributed.Client(local) as client:
-        metrics.score_maps(batch[0][:2], batch[1][:2], metrics=names, resolution=64, cluster=client)  # warm up
-        spread, cluster_seconds = timed(metrics.score_maps, *batch, metrics=names, resolution=64, cluster=client)
+        metrics.score_maps(batch[0][:2], batch[1][:2], metrics=names, resolution=64,
+                           backend=cluster.joblib_backend(client))  # warm up
+        spread, cluster_seconds = timed(metrics.score_maps, *batch, metrics=names, resolution=64,
+                                        backend=cluster.joblib_backend(client))
         assert spread.equals(serial), "the cluster's scores differ from the serial ones"
         notebook = Path(folder) / "nothing.py"
         notebook.write_text(NOTHING)
-        _, here = timed(runs.run_grid, out_dir=Path(folder) / "here", spec=spec, notebook=notebook,
+        _, here = timed(run_grid, out_dir=Path(folder) / "here", spec=spec, notebook=notebook,
                         progress=False, check_inputs=False, workers=1)
-        _, there = timed(runs.run_grid, out_dir=Path(folder) / "there", spec=spec, notebook=notebook,
+        _, there = timed(run_grid, out_dir=Path(folder) / "there", spec=spec, notebook=notebook,
                          progress=False, check_inputs=False, cluster=client)
     per_map = serial_seconds / args.maps
     efficiency = serial_seconds / (2 * cluster_seconds)
@@ -109,7 +113,7 @@ def main(argv=None) -> None:
     test_slices = round(data["n_subjects"] * data["split_fractions"][2]) * data["slices_per_subject"]
     train_slices = round(data["n_subjects"] * data["split_fractions"][0]) * data["slices_per_subject"]
     images = min(explain["n_test_images"], test_slices)
-    cells = len(runs.grid_cells(resolve("grid", "study")))
+    cells = len(grid_cells(resolve("grid", "study")))
     n_maps, cheap, costly = study_maps(cells, images, explain["n_images_costly"])
     cores = args.nodes * args.cores
     print(f"\nstudy preset: {cells} grid cells; {cheap} methods and baselines on {images} test images "

@@ -6,7 +6,7 @@ Train steps (Adam, cross-entropy) on a random batch of grey slices, after a few 
 - ``k = 0``: every block trained (the ``none`` arm);
 - ``k = 1, 3``: the first k blocks frozen. "uncached" runs the frozen blocks in every step, as a plain training
   loop would; "cached" feeds the outputs of the frozen blocks, computed once, to the trainable rest (what
-  :func:`xaiutils.train.fit` does when blocks are frozen).
+  :func:`xaiutils.domain.train.fit` does when blocks are frozen).
 
     python benchmarks/cpu_train_throughput.py                # ~2 minutes on 2 cores
     python benchmarks/cpu_train_throughput.py --quick        # a few seconds (the test suite runs this)
@@ -22,14 +22,15 @@ import time
 
 import torch
 
-from xaiutils import models
+from xaiutils.domain import models
 
 CANDIDATES = [("mobilenet_v2", 1.0), ("mobilenet_v2", 0.5), ("resnet18", 1.0), ("vgg16", 0.125), ("vgg16", 0.25)]
 
 
 def throughput(backbone: str, width: float, k: int, cached: bool, image_size: int, batch_size: int,
                steps: int, warmup: int = 2) -> float:
-    model = models.build_model(backbone, width=width, seed=0).freeze(k).train()
+    torch.manual_seed(0)  # the weights, then the batch drawn after them
+    model = models.build_model(backbone, width=width).freeze(k).train()
     x = torch.rand(batch_size, 1, image_size, image_size)
     y = torch.randint(0, 2, (batch_size,))
     if cached and k:

@@ -13,7 +13,7 @@ ignored). The same settings drive ``make test-isa`` (``tests/test_cross_build.py
         --labels native avx2 --markdown book/_cross_build.md --record book/cross_build.json
 
 ``--record`` writes what notebook 5 reads to mark a verdict that flips between the builds as not robust
-(:func:`xaiutils.verdicts.robustness`).
+(:func:`xaiutils.analysis.verdicts.robustness`).
 """
 
 from __future__ import annotations

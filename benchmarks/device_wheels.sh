@@ -3,9 +3,9 @@
 # benchmarks/gpu_finetune_throughput.py and the tests marked `gpu`, at the versions pinned in requirements.txt,
 # into .whl/ (git-ignored).
 #
-# Why only these: the benchmark imports xaiutils.data/models/train. Beyond what a CUDA PyTorch image ships
+# Why only these: the benchmark imports xaiutils.domain.synth/models/train. Beyond what a CUDA PyTorch image ships
 # (torch, torchvision, numpy, scipy, pandas, scikit-learn, tqdm, pytest, ...), that closure needs nibabel and
-# nilearn (the MNI152 template ships inside nilearn's wheel); the `gpu` tests add captum (xaiutils.explain).
+# nilearn (the MNI152 template ships inside nilearn's wheel); the `gpu` tests add captum (xaiutils.domain.explain).
 # All three are pure Python, so one wheel fits any CPython 3.
 # xaiutils itself travels as source (PYTHONPATH), so nothing is built on the GPU machine.
 set -euo pipefail

@@ -34,7 +34,7 @@ from scipy import ndimage
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from xaiutils.emd import emd_support  # noqa: E402
+from xaiutils.domain.emd import emd_support  # noqa: E402
 
 SIZES = (32, 64, 128, 224)
 FULL_MAPS = {32: 12, 64: 12, 128: 2, 224: 1}
@@ -110,9 +110,9 @@ def compare(size: int, count: int, rng: np.random.Generator) -> dict:
 
 def study_maps(models: int, images: int, images_costly: int) -> tuple[int, int, int]:
     """(maps, cheap methods incl. baselines, costly methods) of the study preset (costly ones on a subset)."""
-    from xaiutils.presets import PRESETS
+    from xaiutils.foundation.config import resolve
 
-    explain = PRESETS["study"]["explain"]
+    explain = resolve("explain", "study")
     costly = [name for name in explain["methods"] if name in ("lime", "kernel_shap", "shapley_sampling")]
     cheap = len(explain["methods"]) - len(costly)
     return models * (cheap * images + len(costly) * images_costly), cheap, len(costly)
@@ -132,9 +132,9 @@ def main(argv=None) -> None:
                         help="cap on the fast solver's shortest paths per node (beyond it: POT fallback, counted)")
     args = parser.parse_args(argv)
     if args.fast_paths_per_node is not None:
-        import xaiutils.emd
+        import xaiutils.domain.emd
 
-        xaiutils.emd.FAST_PATHS_PER_NODE = args.fast_paths_per_node
+        xaiutils.domain.emd.FAST_PATHS_PER_NODE = args.fast_paths_per_node
     counts = QUICK_MAPS if args.quick else FULL_MAPS
     sizes = args.sizes or [size for size in SIZES if counts.get(size, 0) > 0]
     rng = np.random.default_rng(args.seed)

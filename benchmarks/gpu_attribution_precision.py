@@ -1,5 +1,5 @@
 """How far GPU explanation maps move from the CPU's, with TF32 off (what ``attribute`` does) and on (PyTorch's
-default for cuDNN convolutions): the numbers behind ``xaiutils.explain.full_fp32`` and the Methods page.
+default for cuDNN convolutions): the numbers behind ``xaiutils.domain.explain.full_fp32`` and the Methods page.
 
 Integrated gradients on VGG-16 at width/8 with non-zero biases, 8 random slices at 64², 16 steps; the value is
 max |device map − CPU map| / max |CPU map|. Run on a GPU machine (``benchmarks/run_on_device.sh`` does)::
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from xaiutils import explain
-from xaiutils.models import build_model
+from xaiutils.domain import explain
+from xaiutils.domain.models import build_model
 
 
 def relative_deviation(maps: np.ndarray, reference: np.ndarray) -> float:
@@ -38,8 +38,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
-    torch.manual_seed(0)
-    model = build_model("vgg16", width=0.125, seed=0)
+    torch.manual_seed(0)  # the weights, then the biases drawn after them, from one seeded stream
+    model = build_model("vgg16", width=0.125)
     for module in model.modules():  # non-zero biases, as in the tests: zero biases hide precision effects
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             nn.init.normal_(module.bias, 0.0, 0.05)

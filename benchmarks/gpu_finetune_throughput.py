@@ -4,7 +4,8 @@ Measures, in one run and on one device:
 
 1. *synthetic*: VGG-16 train steps (Adam, cross-entropy, bf16 autocast on CUDA) on one random batch that stays
    on the device: the model's own ceiling;
-2. *real loop*: ``xaiutils.train.fit`` on a benchmark dataset made by ``xaiutils.data.make_benchmark``, timed
+2. *real loop*: ``xaiutils.domain.train.fit`` on a benchmark dataset made by
+``xaiutils.domain.synth.dataset.make_benchmark``, timed
    per epoch over the training images only (``train_images_per_second`` in the history).
 
 Target on an H100/H200: ratio >= 0.85 (the data path must not starve the GPU). Run on a GPU machine with::
@@ -29,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xaiutils import data, models, train
+from xaiutils.domain import models, train
+from xaiutils.domain.synth.dataset import load_benchmark, make_benchmark
 
 
 def synthetic_throughput(model, batch_size: int, image_size: int, steps: int, warmup: int, device) -> float:
@@ -83,12 +85,12 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         # Lesion sizes scale with the image side (the smoke preset's radii are for 64²).
         scale = args.image_size / 64
-        path = data.make_benchmark(
+        path = make_benchmark(
             Path(tmp) / "dataset", preset="smoke", seed=0, image_size=args.image_size,
             n_subjects=args.n_subjects, slices_per_subject=args.slices_per_subject, split_fractions=(0.8, 0.1, 0.1),
             radius_range=(3.0 * scale, 6.0 * scale), edge_softness=scale, min_gap=scale, progress=False,
         )
-        bench = data.load_benchmark(path)
+        bench = load_benchmark(path)
     train_rows, val_rows = bench.indices("train"), bench.indices("val")
     model = models.prepare_model(args.backbone, "none", 0, width=args.width, seed=0)
     history = train.fit(model, (bench.images[train_rows], bench.labels[train_rows]),

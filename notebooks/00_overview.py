@@ -40,8 +40,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-import xaiutils
-from xaiutils import data, presets, runs
+from xaiutils.domain.mri.anatomy import axial_band, brain_area_per_level, level_to_mm
+from xaiutils.domain.mri.brain import load_mni152
+from xaiutils.execution.paths import default_out_dir
+from xaiutils.foundation.config import resolve_from
+from xaiutils.foundation.files import write_atomic
+from xaiutils.foundation.versions import versions
 
 # %% tags=["parameters"]
 # Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
@@ -54,8 +58,8 @@ n_slices_shown = None
 out_dir = None
 
 # %%
-config = presets.resolve_from("overview", preset, globals())
-out_dir = Path(out_dir) if out_dir is not None else runs.default_out_dir(preset, "00_overview")
+config = resolve_from("overview", preset, globals())
+out_dir = Path(out_dir) if out_dir is not None else default_out_dir(preset, "00_overview")
 out_dir.mkdir(parents=True, exist_ok=True)
 config
 
@@ -66,11 +70,11 @@ config
 # placed and which slices contain enough brain to be useful.
 
 # %%
-t1, brain_mask, affine = data.load_mni152(resolution=1)
-band = data.axial_band(brain_mask, config["min_brain_fraction"])
-band_mm = data.level_to_mm(band, affine)
-area_cm2 = data.brain_area_per_level(brain_mask) * abs(affine[0, 0] * affine[1, 1]) / 100.0
-all_mm = data.level_to_mm(np.arange(brain_mask.shape[2]), affine)
+t1, brain_mask, affine = load_mni152(resolution=1)
+band = axial_band(brain_mask, config["min_brain_fraction"])
+band_mm = level_to_mm(band, affine)
+area_cm2 = brain_area_per_level(brain_mask) * abs(affine[0, 0] * affine[1, 1]) / 100.0
+all_mm = level_to_mm(np.arange(brain_mask.shape[2]), affine)
 print(f"template shape {t1.shape} voxels, voxel size {abs(affine[0, 0]):.0f} mm")
 print(f"axial band: {len(band)} levels, z = {band_mm[0]:.0f} … {band_mm[-1]:.0f} mm (MNI)")
 
@@ -109,7 +113,7 @@ vmax = np.percentile(t1[brain_mask], 99.5)
 for ax, level in zip(axes.flat, shown, strict=False):
     image = ax.imshow(t1[:, :, level].T, cmap="gray", origin="lower", vmin=0, vmax=vmax)
     ax.contour(brain_mask[:, :, level].T, levels=[0.5], colors="tab:cyan", linewidths=0.8)
-    ax.set_title(f"z = {data.level_to_mm(level, affine):.0f} mm", fontsize=9)
+    ax.set_title(f"z = {level_to_mm(level, affine):.0f} mm", fontsize=9)
     ax.set_axis_off()
 for ax in axes.flat[len(shown):]:
     ax.set_axis_off()
@@ -123,7 +127,7 @@ fig.savefig(out_dir / "band_slices.png", dpi=120)
 # Every run folder records the versions it ran with, so a number can be traced to the code that produced it.
 
 # %%
-software = xaiutils.versions()
+software = versions()
 pd.Series(software, name="version").to_frame()
 
 # %%
@@ -135,7 +139,7 @@ summary = {
     "n_band_levels": int(len(band)),
     "versions": software,
 }
-runs.write_atomic(out_dir / "overview.json", json.dumps(summary, indent=2) + "\n")
+write_atomic(out_dir / "overview.json", json.dumps(summary, indent=2) + "\n")
 
 # %% [markdown]
 # ## Summary

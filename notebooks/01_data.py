@@ -31,11 +31,11 @@
 # under a random smooth (B-spline) deformation with a small rotation and scaling, a random intensity curve, a
 # smooth bias field and Rician noise, all drawn from the seed. The reference study
 # {cite:p}`oliveira2024benchmarking` used slices of real subjects' scans; with `volume_source` set to a folder of T1
-# NIfTI volumes (or to `"ixi"` after `xaiutils.fetch.fetch_ixi()` has downloaded the IXI collection) this
+# NIfTI volumes (or to `"ixi"` after `xaiutils.domain.mri.fetch.fetch_ixi()` has downloaded the IXI collection) this
 # notebook uses real subjects instead, one volume per subject.
 #
 # **Our choices.** Image sizes, numbers of subjects and slices, lesion count, radius range, contrast, edge
-# softness, irregularity and the pseudo-subject variability are our choices, set in `xaiutils.presets` and
+# softness, irregularity and the pseudo-subject variability are our choices, set in `xaiutils.foundation.config` and
 # overridable below. They are not the reference study's values, which we do not have.
 #
 # ## Prerequisites
@@ -60,14 +60,21 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from xaiutils import data, lesions, presets, runs
 from xaiutils.book import glue
+from xaiutils.domain.mri.anatomy import level_to_mm, template_anatomy
+from xaiutils.domain.mri.slices import sample_slices
+from xaiutils.domain.synth.dataset import load_benchmark, make_benchmark
+from xaiutils.domain.synth.lesions import SHAPES, local_mask, sample_lesion, solidity
+from xaiutils.domain.synth.parameters import SPLITS, lesion_params_from_config, variability_from_config
+from xaiutils.execution.paths import default_out_dir
+from xaiutils.foundation.config import resolve_from
+from xaiutils.foundation.files import write_atomic
 
 # %% tags=["parameters"]
 # Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
 preset = "book"
 # Volumes: "mni152" (pseudo-subjects from nilearn's template), "ixi" (IXI T1, fetched beforehand with
-# xaiutils.fetch.fetch_ixi()), or a folder of T1 NIfTI volumes (None: preset value, "mni152").
+# xaiutils.domain.mri.fetch.fetch_ixi()), or a folder of T1 NIfTI volumes (None: preset value, "mni152").
 volume_source = None
 # Number of (pseudo-)subjects; with a folder, a random subset of this size (None: preset value).
 n_subjects = None
@@ -113,8 +120,8 @@ seed = None
 out_dir = None
 
 # %%
-config = presets.resolve_from("data", preset, globals())
-out_dir = Path(out_dir) if out_dir is not None else runs.default_out_dir(preset, "01_data")
+config = resolve_from("data", preset, globals())
+out_dir = Path(out_dir) if out_dir is not None else default_out_dir(preset, "01_data")
 out_dir.mkdir(parents=True, exist_ok=True)
 dataset_dir = out_dir / "dataset"
 pd.Series({key: str(value) for key, value in config.items()}, name="value").to_frame()
@@ -128,13 +135,13 @@ pd.Series({key: str(value) for key, value in config.items()}, name="value").to_f
 
 # %%
 size = int(config["image_size"])
-template = data.template_anatomy(size, float(config["min_brain_fraction"]))
+template = template_anatomy(size, float(config["min_brain_fraction"]))
 level = template.band[len(template.band) // 2]
-variability = data.variability_from_config(config)
-shown = [data.sample_slices(template, [level], size)[0][0]]
+variability = variability_from_config(config)
+shown = [sample_slices(template, [level], size)[0][0]]
 pseudo_seeds = np.random.SeedSequence(int(config["seed"])).spawn(4)
 if config["volume_source"] == "mni152":
-    shown += [data.sample_slices(template, [level], size, np.random.default_rng(s), variability)[0][0]
+    shown += [sample_slices(template, [level], size, np.random.default_rng(s), variability)[0][0]
               for s in pseudo_seeds]
 titles = ["template", *[f"pseudo-subject {i + 1}" for i in range(len(shown) - 1)]]
 fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 3.0), squeeze=False)
@@ -143,7 +150,7 @@ for ax, image, title in zip(axes[0], shown, titles, strict=True):
     ax.set_title(title, fontsize=9)
     ax.set_axis_off()
 fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="intensity (brain-scaled)")
-fig.suptitle(f"Axial level z = {data.level_to_mm(level, template.affine):.0f} mm (MNI), {size}² pixels")
+fig.suptitle(f"Axial level z = {level_to_mm(level, template.affine):.0f} mm (MNI), {size}² pixels")
 fig.savefig(out_dir / "pseudo_subjects.png", dpi=120)
 
 # %% [markdown]
@@ -155,18 +162,18 @@ fig.savefig(out_dir / "pseudo_subjects.png", dpi=120)
 # check on the generators, not a feature the classifier is given. Contours mark the mask binarised at 0.5.
 
 # %%
-params = data.lesion_params_from_config(config)
+params = lesion_params_from_config(config)
 rng = np.random.default_rng(int(config["seed"]))
 fig, axes = plt.subplots(2, 5, figsize=(11, 5.4))
-for row, shape in enumerate(lesions.SHAPES):
+for row, shape in enumerate(SHAPES):
     for column, ax in enumerate(axes[row]):
-        lesion = lesions.sample_lesion(shape, params, rng)
-        half, mask = lesions.local_mask(lesion, params.edge_softness)
+        lesion = sample_lesion(shape, params, rng)
+        half, mask = local_mask(lesion, params.edge_softness)
         extent = [-half - 0.5, half + 0.5, half + 0.5, -half - 0.5]
         im = ax.imshow(mask, cmap="magma", vmin=0, vmax=1, extent=extent)
         ax.contour(np.arange(-half, half + 1), np.arange(-half, half + 1), mask, levels=[0.5], colors="cyan",
                    linewidths=0.8)
-        ax.set_title(f"{shape}, r = {lesion.radius:.1f} px\nsolidity {lesions.solidity(mask >= 0.5):.2f}",
+        ax.set_title(f"{shape}, r = {lesion.radius:.1f} px\nsolidity {solidity(mask >= 0.5):.2f}",
                      fontsize=8)
         ax.set_xlabel("column offset (pixels)", fontsize=7)
         if column == 0:
@@ -178,7 +185,8 @@ fig.savefig(out_dir / "lesion_shapes.png", dpi=120)
 # %% [markdown]
 # ## Generating the dataset
 #
-# `xaiutils.data.make_benchmark` draws the slices, places the lesions (inside the brain mask, not overlapping,
+# `xaiutils.domain.synth.dataset.make_benchmark` draws the slices, places the lesions (inside the brain mask, not
+# overlapping,
 # every pixel of a lesion's soft edge included), splits the subjects into train/validation/test with balanced
 # classes, and writes everything atomically into one folder: NIfTI stacks for neuroimaging viewers, a NumPy
 # array cache for training, a metadata table with one row per image, a per-lesion table, and a dataset card with
@@ -186,9 +194,9 @@ fig.savefig(out_dir / "lesion_shapes.png", dpi=120)
 
 # %%
 started = time.perf_counter()
-data.make_benchmark(dataset_dir, preset, overwrite=True, **config)
+make_benchmark(dataset_dir, preset, overwrite=True, **config)
 seconds = time.perf_counter() - started
-bench = data.load_benchmark(dataset_dir, verify=True)
+bench = load_benchmark(dataset_dir, verify=True)
 images, masks, labels, metadata, card = bench
 print(f"{len(bench)} images of {size}² pixels from {card['n_subjects']} subjects in {seconds:.1f} s "
       f"({len(bench) / seconds:.0f} images/s, files included)")
@@ -257,11 +265,11 @@ with_lesions.groupby("class_name")[["n_lesions", "lesion_area_px", "lesion_area_
 
 # %%
 counts = (metadata.groupby(["split", "class_name"]).size().unstack("class_name")
-          .reindex(index=list(data.SPLITS), columns=class_names).fillna(0).astype(int))
-subjects = metadata.groupby("split")["subject"].nunique().reindex(list(data.SPLITS))
+          .reindex(index=list(SPLITS), columns=class_names).fillna(0).astype(int))
+subjects = metadata.groupby("split")["subject"].nunique().reindex(list(SPLITS))
 fig, ax = plt.subplots(figsize=(6, 3.4))
 counts.plot.bar(ax=ax, rot=0)
-for position, split in enumerate(data.SPLITS):
+for position, split in enumerate(SPLITS):
     ax.annotate(f"{subjects[split]} subjects", (position, counts.loc[split].max()), ha="center",
                 va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
 ax.set(xlabel="split", ylabel="images", title="Images per split and class")
@@ -281,7 +289,7 @@ metadata.head()
 # %%
 summary = {"preset": preset, "dataset": "dataset", "seconds": round(seconds, 2),
            "content_hash": card["content_hash"], "n_images": len(bench), "counts": card["counts"]}
-runs.write_atomic(out_dir / "data_summary.json", json.dumps(summary, indent=2) + "\n")
+write_atomic(out_dir / "data_summary.json", json.dumps(summary, indent=2) + "\n")
 
 # %% [markdown]
 # ## Summary

@@ -65,8 +65,12 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from xaiutils import models, presets, pretrain, runs, task_selection
+from xaiutils.analysis import task_selection
 from xaiutils.book import glue
+from xaiutils.domain import models, pretrain
+from xaiutils.execution.paths import default_out_dir
+from xaiutils.foundation.config import resolve, resolve_from
+from xaiutils.foundation.files import write_atomic
 
 # %% tags=["parameters"]
 # Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
@@ -104,13 +108,13 @@ data_dir = None
 out_dir = None
 
 # %%
-config = presets.resolve_from("pretrain", preset, globals())
+config = resolve_from("pretrain", preset, globals())
 tasks = list(config["candidate_tasks"]) if config["task"] == "auto" else [config["task"]]
 for name in tasks:
     models.check_choice("pre-training task", name, pretrain.PRETRAIN_TASKS)
-finetune_config = presets.resolve("finetune", preset)
-data_dir = Path(data_dir) if data_dir is not None else runs.default_out_dir(preset, "01_data") / "dataset"
-out_dir = Path(out_dir) if out_dir is not None else runs.default_out_dir(preset, "02_pretrain_mri")
+finetune_config = resolve("finetune", preset)
+data_dir = Path(data_dir) if data_dir is not None else default_out_dir(preset, "01_data") / "dataset"
+out_dir = Path(out_dir) if out_dir is not None else default_out_dir(preset, "02_pretrain_mri")
 out_dir.mkdir(parents=True, exist_ok=True)
 pd.Series({**config, "tasks trained": tasks}, name="value").to_frame()
 
@@ -238,8 +242,8 @@ sidecar = json.loads((out_dir / "tasks" / chosen / "model.json").read_text())
 sidecar["selection"] = {"criterion": f"mean validation accuracy of the lesion task, transfer with k = "
                                      f"{config['selection_k']}, seeds {list(config['selection_seeds'])}",
                         "chosen_task": chosen, "rows": selection_rows}
-runs.write_atomic(out_dir / "model.json", json.dumps(sidecar, indent=2, default=float) + "\n")
-runs.write_atomic(out_dir / "model.pt", (out_dir / "tasks" / chosen / "model.pt").read_bytes())
+write_atomic(out_dir / "model.json", json.dumps(sidecar, indent=2, default=float) + "\n")
+write_atomic(out_dir / "model.pt", (out_dir / "tasks" / chosen / "model.pt").read_bytes())
 glue("chosen_task", chosen.replace("_", " "))
 glue("chosen_val_accuracy", float(ranking[chosen]))
 glue("n_tasks", len(tasks))

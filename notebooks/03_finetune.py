@@ -50,9 +50,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from xaiutils import data, models, presets, runs, train
 from xaiutils.book import glue
-from xaiutils.run_record import RunRecord
+from xaiutils.domain import models, train
+from xaiutils.domain.synth.dataset import load_benchmark
+from xaiutils.execution.grid import run_grid
+from xaiutils.execution.paths import default_out_dir
+from xaiutils.execution.run_record import RunRecord
+from xaiutils.foundation.config import resolve
 
 # %% tags=["parameters"]
 # Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
@@ -91,11 +95,11 @@ out_dir = None
 overrides = {"backbone": backbone, "width": width, "mode": mode, "epochs": epochs, "lr": lr,
              "batch_size": batch_size, "patience": patience, "dropout": dropout, "weight_decay": weight_decay,
              "augment": augment, "lr_schedule": lr_schedule}
-config = presets.resolve("finetune", preset, **overrides)
-data_dir = Path(data_dir) if data_dir is not None else runs.default_out_dir(preset, "01_data") / "dataset"
+config = resolve("finetune", preset, **overrides)
+data_dir = Path(data_dir) if data_dir is not None else default_out_dir(preset, "01_data") / "dataset"
 mri_checkpoint = (Path(mri_checkpoint) if mri_checkpoint is not None
-                  else runs.default_out_dir(preset, "02_pretrain_mri") / "model.pt")
-out_dir = Path(out_dir) if out_dir is not None else runs.default_out_dir(preset, "03_finetune")
+                  else default_out_dir(preset, "02_pretrain_mri") / "model.pt")
+out_dir = Path(out_dir) if out_dir is not None else default_out_dir(preset, "03_finetune")
 out_dir.mkdir(parents=True, exist_ok=True)
 
 # %% [markdown]
@@ -105,7 +109,7 @@ out_dir.mkdir(parents=True, exist_ok=True)
 
 # %%
 if not grid:
-    bench = data.load_benchmark(data_dir)
+    bench = load_benchmark(data_dir)
     split = {name: bench.indices(name) for name in ("train", "val", "test")}
     model = models.prepare_model(
         config["backbone"], source, n_pretrained_blocks, mode=config["mode"], width=config["width"],
@@ -155,8 +159,8 @@ if not grid:
 if grid:
     passed = {key: value for key, value in overrides.items() if value is not None}
     passed.update({"data_dir": str(data_dir.absolute()), "mri_checkpoint": str(mri_checkpoint.absolute())})
-    accuracy = runs.run_grid(preset, out_dir=out_dir / "grid", parameters=passed, workers=workers)
-    grid_spec = presets.resolve("grid", preset)
+    accuracy = run_grid(preset, out_dir=out_dir / "grid", parameters=passed, workers=workers)
+    grid_spec = resolve("grid", preset)
     print(f"{len(accuracy)} runs; executed now: {accuracy.attrs['executed'] or 'none (all finished before)'}")
     display_columns = ["source", "n_pretrained_blocks", "seed", "model", "test_accuracy",
                        "test_balanced_accuracy", "test_roc_auc", "best_epoch", "train_seconds"]

@@ -52,9 +52,14 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from xaiutils import data, difficulty, evaluate, explain, leaderboard, plugins, presets, runs, sanity
-from xaiutils import metrics as metric_registry  # the parameter below is called `metrics`
+from xaiutils.analysis import difficulty, evaluate, leaderboard, sanity
 from xaiutils.book import glue
+from xaiutils.domain import explain, plugins
+from xaiutils.domain import metrics as metric_registry  # the parameter below is called `metrics`
+from xaiutils.domain.synth.dataset import load_benchmark
+from xaiutils.execution.paths import default_out_dir
+from xaiutils.foundation.config import resolve_from
+from xaiutils.foundation.files import write_atomic
 
 # %% tags=["parameters"]
 # Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
@@ -98,18 +103,18 @@ grid_dir = None
 out_dir = None
 
 # %%
-config = presets.resolve_from("explain", preset, globals())
+config = resolve_from("explain", preset, globals())
 control_maps = explain.control_map_names()  # the model-free maps every method must beat
-data_dir = Path(data_dir) if data_dir is not None else runs.default_out_dir(preset, "01_data") / "dataset"
-grid_dir = Path(grid_dir) if grid_dir is not None else runs.default_out_dir(preset, "03_finetune") / "grid"
-out_dir = Path(out_dir) if out_dir is not None else runs.default_out_dir(preset, "04_explain")
+data_dir = Path(data_dir) if data_dir is not None else default_out_dir(preset, "01_data") / "dataset"
+grid_dir = Path(grid_dir) if grid_dir is not None else default_out_dir(preset, "03_finetune") / "grid"
+out_dir = Path(out_dir) if out_dir is not None else default_out_dir(preset, "04_explain")
 out_dir.mkdir(parents=True, exist_ok=True)
 pd.Series({key: str(value) for key, value in config.items()}, name="value").to_frame()
 
 # %% [markdown]
 # ## The methods
 #
-# What each method costs and needs, as registered in `xaiutils.explain` (Captum's docs compare methods the same
+# What each method costs and needs, as registered in `xaiutils.domain.explain` (Captum's docs compare methods the same
 # way). A method that has no correct rule for a layer of the backbone (e.g. DeepLift on MobileNetV2's ReLU6) is
 # recorded as *not applicable* rather than run silently wrong.
 
@@ -121,7 +126,7 @@ method_table[method_table.index.isin(config["methods"])]
 # ## Explaining and scoring every run
 
 # %%
-bench = data.load_benchmark(data_dir)
+bench = load_benchmark(data_dir)
 accuracy = pd.read_csv(grid_dir / "accuracy.csv")
 images = evaluate.test_images(bench, config["n_test_images"], seed=config["seed"])
 # The gallery below shows the maps of the most accurate run; only its maps are kept.
@@ -137,7 +142,8 @@ scores, best_run_maps = evaluate.explain_grid(
     n_images_costly=config["n_images_costly"], user_methods=user_entries,
 )
 scores = evaluate.add_correct_for_all(scores)
-# The distance from the lesions to the brain's edge, from the masks (xaiutils.difficulty), for the difficulty analysis.
+# The distance from the lesions to the brain's edge, from the masks (xaiutils.analysis.difficulty), for the difficulty
+# analysis.
 scores = difficulty.add_edge_distance(scores, bench)
 scores.to_csv(out_dir / "scores.csv", index=False)
 not_applicable = scores[scores["reason"].str.startswith("not applicable")].groupby("method")["reason"].first()
@@ -236,7 +242,7 @@ glue("n_methods_scored", len(method_means))
 glue("n_methods_above_baselines", int((method_means > baseline_means.max()).sum()))
 summary = {"n_rows": len(scores), "resolution": config["resolution"], "selection": config["selection"],
            "best_run": best_run, "methods_not_applicable": not_applicable.index.tolist()}
-runs.write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 # %% [markdown]
 # ## Sanity check: do the maps depend on the model?

@@ -49,9 +49,12 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from xaiutils import explain, presets, runs, stats, verdicts
+from xaiutils.analysis import stats, verdicts
 from xaiutils.book import glue
-from xaiutils.pipeline.paths import project_root
+from xaiutils.domain import explain
+from xaiutils.execution.paths import default_out_dir, project_root
+from xaiutils.foundation.config import resolve_from
+from xaiutils.foundation.files import write_atomic
 
 # %% tags=["parameters"]
 # Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
@@ -72,10 +75,10 @@ explain_dir = None
 out_dir = None
 
 # %%
-config = presets.resolve_from("regression", preset, globals())
-grid_dir = Path(grid_dir) if grid_dir is not None else runs.default_out_dir(preset, "03_finetune") / "grid"
-explain_dir = Path(explain_dir) if explain_dir is not None else runs.default_out_dir(preset, "04_explain")
-out_dir = Path(out_dir) if out_dir is not None else runs.default_out_dir(preset, "05_regression")
+config = resolve_from("regression", preset, globals())
+grid_dir = Path(grid_dir) if grid_dir is not None else default_out_dir(preset, "03_finetune") / "grid"
+explain_dir = Path(explain_dir) if explain_dir is not None else default_out_dir(preset, "04_explain")
+out_dir = Path(out_dir) if out_dir is not None else default_out_dir(preset, "05_regression")
 out_dir.mkdir(parents=True, exist_ok=True)
 scores = pd.read_csv(explain_dir / "scores.csv")
 accuracy = pd.read_csv(grid_dir / "accuracy.csv")
@@ -227,7 +230,7 @@ ax.set_yticks(positions, [f"{m} (rank {lo:.0f}–{hi:.0f})" for m, lo, hi in
 ax.set(xlabel=f"mean {config['metric']} over all runs and images (95 % bootstrap CI)",
        title="Method ranking (grey: control maps)")
 fig.tight_layout()
-runs.write_atomic(out_dir / "summary.json", json.dumps({"ols": ols_fit, "mixed": mixed_fit}, indent=2) + "\n")
+write_atomic(out_dir / "summary.json", json.dumps({"ols": ols_fit, "mixed": mixed_fit}, indent=2) + "\n")
 
 # %% [markdown]
 # ## Skill over the best control map
@@ -260,7 +263,7 @@ glue("best_baseline_name", skill["best_baseline"].iloc[0])
 # ## The study's three claims, as this build finds them
 #
 # Each claim of the reference study {cite:p}`oliveira2024benchmarking` is given a verdict computed from the
-# estimates above and their 95 % intervals, never typed by hand (`xaiutils.verdicts`):
+# estimates above and their 95 % intervals, never typed by hand (`xaiutils.analysis.verdicts`):
 #
 # 1. *Methods differ on correctly classified images*: the best minus the worst method, paired by run; the
 #    interval is Bonferroni-adjusted for the method pairs that could have been the largest.

@@ -19,7 +19,11 @@ import pandas as pd
 import pytest
 import test_evaluate  # the tests folder is on sys.path under pytest (rootdir import mode)
 
-from xaiutils import cluster, evaluate, metrics, runs
+from xaiutils.analysis import evaluate
+from xaiutils.domain import metrics
+from xaiutils.execution import cluster
+from xaiutils.execution.grid import is_finished, run_grid
+from xaiutils.execution.locks import lock_file
 
 distributed = pytest.importorskip("distributed")
 
@@ -47,7 +51,7 @@ CELL = textwrap.dedent(
     import os
     import time
     from pathlib import Path
-    from xaiutils.run_record import RunRecord
+    from xaiutils.execution.run_record import RunRecord
     name = f"{source}-k{n_pretrained_blocks}-s{seed}"
     with open(log_file, "a") as log:
         log.write(f"start {name} {os.getppid()}\\n")
@@ -88,11 +92,11 @@ def test_grid_on_a_cluster_writes_what_one_machine_writes(tmp_path, client):
     notebook = tmp_path / "cell.py"
     notebook.write_text(CELL)
     parameters = {"log_file": str(tmp_path / "here.log")}
-    here = runs.run_grid(out_dir=tmp_path / "here", spec=SPEC, notebook=notebook, progress=False,
-                         parameters=parameters, check_inputs=False)
+    here = run_grid(out_dir=tmp_path / "here", spec=SPEC, notebook=notebook, progress=False,
+                    parameters=parameters, check_inputs=False)
     parameters = {"log_file": str(tmp_path / "there.log")}
-    there = runs.run_grid(out_dir=tmp_path / "there", spec=SPEC, notebook=notebook, progress=False,
-                          parameters=parameters, check_inputs=False, cluster=client, resources={"GPU": 1})
+    there = run_grid(out_dir=tmp_path / "there", spec=SPEC, notebook=notebook, progress=False,
+                     parameters=parameters, check_inputs=False, cluster=client, resources={"GPU": 1})
     assert (tmp_path / "there" / "accuracy.csv").read_bytes() == (tmp_path / "here" / "accuracy.csv").read_bytes()
     assert list(there["run"]) == ["imagenet-k1-s0", "imagenet-k3-s0", "none-k0-s0"]
     assert sorted(there.attrs["executed"]) == sorted(here.attrs["executed"]) == sorted(there["run"])
@@ -102,7 +106,7 @@ def test_grid_on_a_cluster_writes_what_one_machine_writes(tmp_path, client):
     assert sorted(name for what, name, _ in lines if what == "done") == sorted(there["run"])
     assert {pid for *_, pid in lines} <= workers and os.getpid() not in workers
     for name in there["run"]:
-        assert int(runs.lock_file(tmp_path / "there" / name).read_text()) in workers
+        assert int(lock_file(tmp_path / "there" / name).read_text()) in workers
     for name in there["run"]:  # the same run folders: parameters (but the log) and input fingerprints alike
         here_run, there_run = (json.loads((tmp_path / side / name / "run.json").read_text())["parameters"]
                                for side in ("here", "there"))
@@ -111,8 +115,8 @@ def test_grid_on_a_cluster_writes_what_one_machine_writes(tmp_path, client):
             tmp_path / "there" / name / "inputs.json").read_text()
 
     # finished cells are skipped on the cluster, and cells finished on one machine count as finished there
-    again = runs.run_grid(out_dir=tmp_path / "there", spec=SPEC, notebook=notebook, progress=False,
-                          parameters=parameters, check_inputs=False, cluster=client)
+    again = run_grid(out_dir=tmp_path / "there", spec=SPEC, notebook=notebook, progress=False,
+                     parameters=parameters, check_inputs=False, cluster=client)
     assert again.attrs["executed"] == [] and len(log_lines(tmp_path / "there.log")) == 6
 
 
@@ -125,8 +129,8 @@ def test_a_worker_killed_mid_cell_loses_nothing_and_duplicates_nothing(tmp_path,
 
     def grid():
         try:
-            result["table"] = runs.run_grid(out_dir=out, spec=SPEC, notebook=notebook, progress=False,
-                                            parameters=parameters, check_inputs=False, cluster=client)
+            result["table"] = run_grid(out_dir=out, spec=SPEC, notebook=notebook, progress=False,
+                                       parameters=parameters, check_inputs=False, cluster=client)
         except BaseException as error:  # reported by the assertion below
             result["error"] = error
 
@@ -161,7 +165,7 @@ def test_a_worker_killed_mid_cell_loses_nothing_and_duplicates_nothing(tmp_path,
     assert sorted(path.name for path in out.iterdir() if not path.name.endswith(".lock")) == [
         "accuracy.csv", "imagenet-k1-s0", "imagenet-k3-s0", "none-k0-s0"]
     for name in table["run"]:
-        assert runs.is_finished(out / name, {**parameters, **_cell(name), "grid": False})
+        assert is_finished(out / name, {**parameters, **_cell(name), "grid": False})
     assert victim not in worker_pids(client)  # the nanny started a new worker in its place
 
 
@@ -192,8 +196,8 @@ def test_a_cell_another_process_is_writing_is_left_to_it_then_run_once(tmp_path,
     watcher = threading.Thread(target=release_when_the_free_cell_is_done)
     watcher.start()
     try:
-        table = runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, check_inputs=False,
-                              parameters={"log_file": str(log)}, cluster=client)
+        table = run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, check_inputs=False,
+                         parameters={"log_file": str(log)}, cluster=client)
     finally:
         release.touch()
         watcher.join()
@@ -244,7 +248,8 @@ def test_scores_on_a_cluster_equal_the_single_machine_scores(tiny_grid, client):
     maps[4] = 0.0  # all zero: NaN with its reason, on the cluster too
     masks = bench.masks[images[np.arange(9) % len(images)]]
     local = metrics.score_maps(maps, masks, metrics=metric_names, resolution=16, n_jobs=1)
-    spread = metrics.score_maps(maps, masks, metrics=metric_names, resolution=16, cluster=client)
+    spread = metrics.score_maps(maps, masks, metrics=metric_names, resolution=16,
+                                backend=cluster.joblib_backend(client))
     pd.testing.assert_frame_equal(spread, local)
     assert spread.loc[4, "reason"] == "map is all zero" and np.isnan(spread.loc[4, "emd_score"])
 

@@ -1,4 +1,5 @@
-"""The presets: frozen dataclasses per step (xaiutils.config) and their dict door for notebooks (xaiutils.presets)."""
+"""The presets: frozen dataclasses per step (xaiutils.foundation.config) and the dicts notebooks read
+(config.resolve)."""
 
 from __future__ import annotations
 
@@ -7,23 +8,26 @@ import warnings
 
 import pytest
 
-from xaiutils import config, presets, runs
+from xaiutils.execution.params import check_parameter_types, notebook_parameter_defaults, read_notebook
+from xaiutils.execution.paths import find_notebook
+from xaiutils.foundation import config
+from xaiutils.foundation.config import resolve, resolve_from
 
 
 def test_preset_values_and_overrides():
-    smoke = presets.resolve("overview", "smoke")
+    smoke = resolve("overview", "smoke")
     assert smoke == {"min_brain_fraction": 0.6, "n_slices_shown": 8}
-    changed = presets.resolve("overview", "smoke", min_brain_fraction=0.9, n_slices_shown=None)
+    changed = resolve("overview", "smoke", min_brain_fraction=0.9, n_slices_shown=None)
     assert changed["min_brain_fraction"] == 0.9
     assert changed["n_slices_shown"] == smoke["n_slices_shown"], "None must keep the preset's value"
 
 
 def test_presets_cannot_be_changed_through_what_they_hand_out():
-    grid = presets.resolve("grid", "book")
+    grid = resolve("grid", "book")
     grid["seeds"].append(99)
     grid["n_pretrained_blocks"]["mri"].clear()
-    assert presets.resolve("grid", "book")["seeds"] == [0, 1, 2]
-    assert presets.resolve("grid", "book")["n_pretrained_blocks"]["mri"] == [2, 3, 5]
+    assert resolve("grid", "book")["seeds"] == [0, 1, 2]
+    assert resolve("grid", "book")["n_pretrained_blocks"]["mri"] == [2, 3, 5]
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.BOOK.grid.workers = 5  # type: ignore[misc]
 
@@ -48,7 +52,7 @@ def test_regression_formula_is_a_preset_value():
 
 
 def test_explain_lists_agree_with_the_registry():
-    from xaiutils import explain
+    from xaiutils.domain import explain
 
     assert list(config.CONTROL_MAPS) == explain.control_map_names()
     costly = set(explain.methods_by_cost("costly"))
@@ -60,41 +64,38 @@ def test_explain_lists_agree_with_the_registry():
         assert not unknown, f"preset lists unregistered methods {unknown}"
 
 
-def test_old_list_names_warn():
-    with pytest.warns(DeprecationWarning, match="CONTROL_MAPS"):
-        assert presets.BASELINE_METHODS == ["sobel", "laplace", "random", "input"]
-    with pytest.warns(DeprecationWarning, match="DEFAULT_METHODS"):
-        assert presets.CHEAP_METHODS[0] == "saliency"
+def test_list_names_of_the_last_release_are_gone():
+    assert not hasattr(config, "BASELINE_METHODS") and not hasattr(config, "CHEAP_METHODS")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        presets.resolve("explain", "smoke")  # the current names do not warn
+        resolve("explain", "smoke")  # the current names do not warn
 
 
 def test_unknown_preset_lists_valid_ones():
     with pytest.raises(ValueError, match=r"unknown preset 'huge'; valid presets: book, smoke, study"):
-        presets.resolve("overview", "huge")
+        resolve("overview", "huge")
 
 
 def test_unknown_step_and_parameter_are_named():
     with pytest.raises(ValueError, match=r"unknown step 'nope'.*valid steps: .*overview"):
-        presets.resolve("nope", "smoke")
+        resolve("nope", "smoke")
     with pytest.raises(ValueError, match=r"'colour'.*valid parameters: min_brain_fraction, n_slices_shown"):
-        presets.resolve("overview", "smoke", colour="red")
+        resolve("overview", "smoke", colour="red")
 
 
 def test_resolve_from_needs_every_parameter_of_the_step():
-    assert presets.resolve_from("overview", "smoke", {"min_brain_fraction": 0.7, "n_slices_shown": None,
-                                                      "unrelated": 1}) == {"min_brain_fraction": 0.7,
-                                                                           "n_slices_shown": 8}
+    assert resolve_from("overview", "smoke", {"min_brain_fraction": 0.7, "n_slices_shown": None,
+                                              "unrelated": 1}) == {"min_brain_fraction": 0.7,
+                                                                   "n_slices_shown": 8}
     with pytest.raises(ValueError, match=r"no value for parameter\(s\) 'n_slices_shown' of step 'overview'"):
-        presets.resolve_from("overview", "smoke", {"min_brain_fraction": None})
+        resolve_from("overview", "smoke", {"min_brain_fraction": None})
 
 
 @pytest.mark.parametrize("notebook", sorted(config.NOTEBOOK_STEPS))
 def test_notebook_parameters_are_its_steps_fields(notebook):
     """Each notebook's parameters: preset, its steps' fields (default None: the preset's value), and the listed
     inputs, outputs and switches; so `-p NAME VALUE` works for every preset key of the step."""
-    defaults = runs.notebook_parameter_defaults(runs.read_notebook(runs.find_notebook(notebook)))
+    defaults = notebook_parameter_defaults(read_notebook(find_notebook(notebook)))
     fields = [name for step in config.NOTEBOOK_STEPS[notebook]
               for name in config.SMOKE.step(step).parameter_names()]
     extras = config.NOTEBOOK_EXTRA_PARAMETERS[notebook]
@@ -105,19 +106,17 @@ def test_notebook_parameters_are_its_steps_fields(notebook):
 
 def test_every_data_key_is_a_notebook_parameter(tmp_path):
     # the parameter check of `python -m xaiutils run` accepts every preset key of notebook 1, e.g. noise
-    notebook = runs.read_notebook(runs.find_notebook("01_data"))
-    runs.check_parameter_types(notebook, {"noise": 0.0, "split_fractions": [0.5, 0.25, 0.25]}, "smoke")
+    notebook = read_notebook(find_notebook("01_data"))
+    check_parameter_types(notebook, {"noise": 0.0, "split_fractions": [0.5, 0.25, 0.25]}, "smoke")
     with pytest.raises(ValueError, match="noise"):
-        runs.check_parameter_types(notebook, {"noise": "loud"}, "smoke")
+        check_parameter_types(notebook, {"noise": "loud"}, "smoke")
 
 
-def test_renamed_data_parameters_still_work_for_one_release():
-    # "source" meant both the volumes and the pre-training weights, "task" both the lesion task and the
-    # pre-training task: the data step's are now volume_source and lesion_task
-    with pytest.warns(DeprecationWarning, match="'source' is now called 'volume_source'"):
-        old = presets.resolve("data", "smoke", source="ixi")
-    assert old["volume_source"] == "ixi" and "source" not in old
-    with pytest.warns(DeprecationWarning, match="'task' is now called 'lesion_task'"):
-        assert presets.resolve("data", "smoke", task="presence")["lesion_task"] == "presence"
-    with pytest.raises(ValueError, match="give 'lesion_task' only"), pytest.warns(DeprecationWarning):
-        presets.resolve("data", "smoke", task="presence", lesion_task="shape")
+def test_renamed_data_parameters_are_refused_under_their_old_names():
+    # "source" and "task" (the data step's volume_source and lesion_task until the last release) are unknown now
+    with pytest.raises(ValueError, match="unknown parameter.*'source'.*valid parameters"):
+        resolve("data", "smoke", source="ixi")
+    with pytest.raises(ValueError, match="unknown parameter.*'task'"):
+        resolve("data", "smoke", task="presence")
+
+

@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from xaiutils import verdicts
+from xaiutils.analysis import verdicts
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,8 +8,23 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from xaiutils import data, presets
-from xaiutils.synth import dataset as synth_dataset
+from xaiutils.domain.mri.anatomy import axial_band, template_anatomy
+from xaiutils.domain.mri.brain import compute_brain_mask
+from xaiutils.domain.mri.nifti import Volume, find_volumes, load_volumes, read_nifti, voxel_size
+from xaiutils.domain.mri.slices import Variability, sample_slices
+from xaiutils.domain.synth import dataset as synth_dataset
+from xaiutils.domain.synth.benchmark import content_hash
+from xaiutils.domain.synth.dataset import (
+    NIFTI_FILES,
+    from_nifti_stack,
+    load_benchmark,
+    make_benchmark,
+    to_nifti_stack,
+    write_benchmark,
+)
+from xaiutils.domain.synth.generate import assign_splits, synthesize
+from xaiutils.domain.synth.parameters import SPLITS
+from xaiutils.foundation.config import resolve
 
 SMALL = {"n_subjects": 6, "slices_per_subject": 4}
 
@@ -17,9 +32,9 @@ SMALL = {"n_subjects": 6, "slices_per_subject": 4}
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """A small dataset at the smoke preset's settings, written to disk and read back."""
-    path = data.make_benchmark(tmp_path_factory.mktemp("bench") / "dataset", "smoke", seed=3, progress=False,
-                               **SMALL)
-    return data.load_benchmark(path)
+    path = make_benchmark(tmp_path_factory.mktemp("bench") / "dataset", "smoke", seed=3, progress=False,
+                          **SMALL)
+    return load_benchmark(path)
 
 
 def _no_partials(parent):
@@ -27,12 +42,12 @@ def _no_partials(parent):
 
 
 def test_same_seed_same_hash_different_seed_different_hash(small):
-    config = presets.resolve("data", "smoke", seed=3, **SMALL)
-    again = data.synthesize(config, progress=False)
+    config = resolve("data", "smoke", seed=3, **SMALL)
+    again = synthesize(config, progress=False)
     assert again.card["content_hash"] == small.card["content_hash"]
     np.testing.assert_array_equal(again.images, small.images)
     np.testing.assert_array_equal(again.masks, small.masks)
-    other = data.synthesize({**config, "seed": 4}, progress=False)
+    other = synthesize({**config, "seed": 4}, progress=False)
     assert other.card["content_hash"] != small.card["content_hash"]
     assert not np.array_equal(other.images, small.images)
 
@@ -47,7 +62,7 @@ def test_loaded_arrays_and_types(small):
     assert isinstance(metadata, pd.DataFrame) and len(metadata) == n
     assert card["n_images"] == n and card["seed"] == 3 and card["preset"] == "smoke"
     assert card["parameters"]["n_subjects"] == 6 and "numpy" in card["versions"]
-    assert data.content_hash(small) == card["content_hash"], "hash recomputed from the files must match"
+    assert content_hash(small) == card["content_hash"], "hash recomputed from the files must match"
     assert np.isfinite(images).all()
 
 
@@ -59,7 +74,7 @@ def test_every_lesion_pixel_is_inside_the_brain(small):
 
 
 def test_lesion_counts_radii_and_metadata_agree_with_masks(small):
-    cfg = presets.resolve("data", "smoke")
+    cfg = resolve("data", "smoke")
     low, high = cfg["n_lesions"]
     r_low, r_high = cfg["radius_range"]
     meta = small.metadata
@@ -92,7 +107,7 @@ def test_images_are_scaled_within_the_brain(small):
 
 def test_classes_balanced_and_splits_by_subject(small):
     meta = small.metadata
-    for split in data.SPLITS:
+    for split in SPLITS:
         part = meta[meta["split"] == split]
         assert len(part) > 0
         assert (part["label"] == 0).sum() == (part["label"] == 1).sum()
@@ -110,24 +125,24 @@ def test_solidity_separates_the_classes_in_the_dataset(small):
 
 def test_assign_splits_counts_and_keeps_every_split():
     rng = np.random.default_rng(0)
-    names = data.assign_splits(10, (0.6, 0.2, 0.2), rng)
+    names = assign_splits(10, (0.6, 0.2, 0.2), rng)
     assert sorted(names.tolist()) == sorted(["train"] * 6 + ["val"] * 2 + ["test"] * 2)
-    names = data.assign_splits(3, (0.9, 0.05, 0.05), rng)
+    names = assign_splits(3, (0.9, 0.05, 0.05), rng)
     assert sorted(names.tolist()) == ["test", "train", "val"]
 
 
 def test_nifti_stacks_round_trip_and_orientation(small, tmp_path):
-    for name, filename in data.NIFTI_FILES.items():
-        stored = data.from_nifti_stack(nib.load(small.path / filename))
+    for name, filename in NIFTI_FILES.items():
+        stored = from_nifti_stack(nib.load(small.path / filename))
         np.testing.assert_array_equal(stored.astype(getattr(small, name).dtype), getattr(small, name))
     array = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)  # N=2, H=3, W=4
-    image = data.to_nifti_stack(array, pixel_mm=2.5)
+    image = to_nifti_stack(array, pixel_mm=2.5)
     volume = np.asarray(image.dataobj)
     assert volume.shape == (4, 3, 2)
     assert volume[3, 2, 1] == array[1, 0, 3], "top-right pixel of a slice = anterior (high y), right (high x)"
     assert image.header.get_zooms() == (2.5, 2.5, 2.5)
     image.to_filename(tmp_path / "stack.nii.gz")
-    np.testing.assert_array_equal(data.from_nifti_stack(nib.load(tmp_path / "stack.nii.gz")), array)
+    np.testing.assert_array_equal(from_nifti_stack(nib.load(tmp_path / "stack.nii.gz")), array)
 
 
 def test_verify_detects_tampering(small, tmp_path):
@@ -135,21 +150,21 @@ def test_verify_detects_tampering(small, tmp_path):
 
     copy = tmp_path / "copy"
     shutil.copytree(small.path, copy)
-    assert data.load_benchmark(copy, verify=True).card["content_hash"] == small.card["content_hash"]
+    assert load_benchmark(copy, verify=True).card["content_hash"] == small.card["content_hash"]
     images = np.load(copy / "cache" / "images.npy")
     images[0, 0, 0] += 1
     np.save(copy / "cache" / "images.npy", images)
     with pytest.raises(ValueError, match="content hash"):
-        data.load_benchmark(copy, verify=True)
+        load_benchmark(copy, verify=True)
     (copy / "cache" / "masks.npy").unlink()
     with pytest.raises(FileNotFoundError, match="masks.npy is missing"):
-        data.load_benchmark(copy)
+        load_benchmark(copy)
     with pytest.raises(FileNotFoundError, match="card.json is missing"):
-        data.load_benchmark(tmp_path)
+        load_benchmark(tmp_path)
 
 
 def test_split_indices(small):
-    for split in data.SPLITS:
+    for split in SPLITS:
         np.testing.assert_array_equal(small.indices(split), np.flatnonzero(small.metadata["split"] == split))
     np.testing.assert_array_equal(small.indices(), np.arange(len(small)))
     with pytest.raises(ValueError, match="unknown split 'dev'; valid splits: train, val, test"):
@@ -161,38 +176,30 @@ def test_voxel_size_is_the_length_of_each_affine_column():
     affine = np.eye(4)
     affine[:3, :3] = rotation * [2.0, 3.0, 1.5]  # columns scaled: voxel axes of 2, 3 and 1.5 mm, rotated
     affine[:3, 3] = (-90, 12, 40)
-    np.testing.assert_allclose(data.voxel_size(affine), [2.0, 3.0, 1.5])
-    volume = data.Volume("sub", np.zeros((2, 2, 2), np.float32), np.ones((2, 2, 2), bool), affine)
+    np.testing.assert_allclose(voxel_size(affine), [2.0, 3.0, 1.5])
+    volume = Volume("sub", np.zeros((2, 2, 2), np.float32), np.ones((2, 2, 2), bool), affine)
     np.testing.assert_allclose(volume.zooms, [2.0, 3.0, 1.5])
 
 
-def test_old_names_still_work_with_a_deprecation_warning():
-    config = presets.resolve("data", "smoke")
-    for old, new in [("lesion_params", "lesion_params_from_config"), ("variability", "variability_from_config")]:
-        with pytest.warns(DeprecationWarning, match=f"data.{old} is deprecated.*data.{new}"):
-            assert getattr(data, old)(config) == getattr(data, new)(config)
-    with pytest.warns(DeprecationWarning, match="data.resolve_source is deprecated"):
-        assert data.resolve_source("mni152") == data.resolve_volume_source("mni152") == "mni152"
+def test_old_names_are_gone():
+    # the deprecated aliases of the last release and the four façades were removed in this one
+    from pathlib import Path
 
+    import xaiutils
+    from xaiutils.domain.synth import parameters
 
-def test_facade_and_modules_name_the_same_objects():
-    from xaiutils import lesions, mri, synth
-    from xaiutils.synth import lesions as synth_lesions
-
-    for name in mri.__all__:
-        assert getattr(data, name) is getattr(mri, name), name
-    for name in synth.__all__:
-        assert getattr(data, name) is getattr(synth, name), name
-    for name in lesions.__all__:  # the old module re-exports the moved lesion generators and Otsu's thresholds
-        home = synth_lesions if hasattr(synth_lesions, name) else mri
-        assert getattr(lesions, name) is getattr(home, name), name
+    for old in ("lesion_params", "variability", "resolve_source"):
+        assert not hasattr(parameters, old), old
+    package = Path(xaiutils.__file__).parent
+    for facade in ("data", "runs", "lesions", "presets"):
+        assert not (package / f"{facade}.py").exists(), facade
 
 
 def test_presence_task_and_white_matter_placement():
-    config = presets.resolve("data", "smoke", n_subjects=4, slices_per_subject=4, lesion_task="presence",
-                             placement="white_matter", radius_range=(1.5, 2.5), n_lesions=(1, 2),
-                             split_fractions=(0.5, 0.25, 0.25))
-    bench = data.synthesize(config, progress=False)
+    config = resolve("data", "smoke", n_subjects=4, slices_per_subject=4, lesion_task="presence",
+                     placement="white_matter", radius_range=(1.5, 2.5), n_lesions=(1, 2),
+                     split_fractions=(0.5, 0.25, 0.25))
+    bench = synthesize(config, progress=False)
     lesioned = (bench.masks >= 0.5).reshape(len(bench), -1).any(axis=1)
     np.testing.assert_array_equal(lesioned, bench.labels == 1)
     assert (bench.labels == 0).sum() == (bench.labels == 1).sum()
@@ -202,15 +209,15 @@ def test_presence_task_and_white_matter_placement():
 
 
 def test_pseudo_subjects_vary_and_zero_variability_gives_the_template():
-    anatomy = data.template_anatomy(64, 0.6)
+    anatomy = template_anatomy(64, 0.6)
     levels = anatomy.band[[10, 40]]
-    plain, brain = data.sample_slices(anatomy, levels, 64)
-    none = data.Variability(0, 0, 0, 0, 0, 0)
-    same, same_brain = data.sample_slices(anatomy, levels, 64, np.random.default_rng(1), none)
+    plain, brain = sample_slices(anatomy, levels, 64)
+    none = Variability(0, 0, 0, 0, 0, 0)
+    same, same_brain = sample_slices(anatomy, levels, 64, np.random.default_rng(1), none)
     np.testing.assert_allclose(same, plain, atol=1e-5)
     np.testing.assert_array_equal(same_brain, brain)
-    first, _ = data.sample_slices(anatomy, levels, 64, np.random.default_rng(1), data.Variability())
-    second, _ = data.sample_slices(anatomy, levels, 64, np.random.default_rng(2), data.Variability())
+    first, _ = sample_slices(anatomy, levels, 64, np.random.default_rng(1), Variability())
+    second, _ = sample_slices(anatomy, levels, 64, np.random.default_rng(2), Variability())
     assert np.abs(first - second).mean() > 0.02
     # similar anatomy all the same: the deformed slices still correlate strongly with the template's
     assert np.corrcoef(first[0].ravel(), plain[0].ravel())[0, 1] > 0.7
@@ -236,8 +243,8 @@ def _write_phantom(path, seed=0, shape=(40, 44, 36), skull=False, mask_path=None
 
 def test_compute_brain_mask_keeps_brain_and_drops_scalp(tmp_path):
     truth = _write_phantom(tmp_path / "head.nii.gz", skull=True)
-    volume, affine = data.read_nifti(tmp_path / "head.nii.gz")
-    computed = data.compute_brain_mask(volume, zooms=(2.0, 2.0, 2.0))
+    volume, affine = read_nifti(tmp_path / "head.nii.gz")
+    computed = compute_brain_mask(volume, zooms=(2.0, 2.0, 2.0))
     dice = 2 * (computed & truth).sum() / (computed.sum() + truth.sum())
     assert dice > 0.9
     grid = np.indices(truth.shape).astype(float)
@@ -254,16 +261,16 @@ def test_real_volume_folder(tmp_path):
         mask = folder / f"{name}_desc-brain_mask.nii.gz" if seed % 2 == 0 else None
         _write_phantom(folder / f"{name}_T1w.nii.gz", seed=seed, mask_path=mask)
     (folder / "notes.txt").write_text("not a volume")
-    found = data.find_volumes(folder)
+    found = find_volumes(folder)
     assert [f.subject for f in found] == ["sub-01", "sub-02", "sub-03", "sub-04"]
     assert [f.mask_path is not None for f in found] == [True, False, True, False]
-    volumes = data.load_volumes(folder)
+    volumes = load_volumes(folder)
     assert [v.mask_source for v in volumes] == ["file", "computed", "file", "computed"]
     assert all(v.t1.ndim == 3 and v.brain_mask.shape == v.t1.shape for v in volumes)
-    path = data.make_benchmark(tmp_path / "dataset", volume_source=str(folder), n_subjects=4, slices_per_subject=2,
-                               image_size=32, radius_range=(1.5, 2.5), split_fractions=(0.5, 0.25, 0.25),
-                               progress=False)
-    bench = data.load_benchmark(path, verify=True)
+    path = make_benchmark(tmp_path / "dataset", volume_source=str(folder), n_subjects=4, slices_per_subject=2,
+                          image_size=32, radius_range=(1.5, 2.5), split_fractions=(0.5, 0.25, 0.25),
+                          progress=False)
+    bench = load_benchmark(path, verify=True)
     assert sorted(bench.metadata["subject"].unique()) == ["sub-01", "sub-02", "sub-03", "sub-04"]
     assert (bench.metadata.groupby("subject")["split"].nunique() == 1).all()
     assert bench.card["source"]["kind"] == "folder"
@@ -278,32 +285,32 @@ def test_corrupt_and_non_3d_nifti_are_named(tmp_path):
     folder.mkdir()
     (folder / "broken_T1w.nii.gz").write_bytes(b"this is not a NIfTI file at all" * 20)
     with pytest.raises(ValueError, match=r"cannot read T1 volume .*broken_T1w\.nii\.gz.*not a readable NIfTI"):
-        data.find_volumes(folder)
+        find_volumes(folder)
     with pytest.raises(ValueError, match="broken_T1w"):
-        data.make_benchmark(tmp_path / "out" / "dataset", volume_source=str(folder), progress=False)
+        make_benchmark(tmp_path / "out" / "dataset", volume_source=str(folder), progress=False)
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
     flat = tmp_path / "flat.nii.gz"
     nib.Nifti1Image(np.zeros((10, 10), np.float32), np.eye(4)).to_filename(flat)
     with pytest.raises(ValueError, match=r"is 2-D with shape \(10, 10\); expected a 3-D volume"):
-        data.read_nifti(flat)
+        read_nifti(flat)
     series = tmp_path / "series.nii.gz"
     nib.Nifti1Image(np.zeros((6, 6, 6, 3), np.float32), np.eye(4)).to_filename(series)
     with pytest.raises(ValueError, match=r"is 4-D with shape \(6, 6, 6, 3\)"):
-        data.read_nifti(series)
+        read_nifti(series)
     single = tmp_path / "single.nii.gz"  # a 4-D file holding one volume is fine
     nib.Nifti1Image(np.ones((6, 7, 8, 1), np.float32), np.eye(4)).to_filename(single)
-    assert data.read_nifti(single)[0].shape == (6, 7, 8)
+    assert read_nifti(single)[0].shape == (6, 7, 8)
 
 
 def test_folder_without_volumes(tmp_path):
     (tmp_path / "readme.txt").write_text("no volumes here")
     with pytest.raises(FileNotFoundError, match=r"no T1 NIfTI volumes \(\.nii\.gz, \.nii\) found in folder"):
-        data.load_volumes(tmp_path)
+        load_volumes(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        data.find_volumes(tmp_path / "missing")
+        find_volumes(tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match=r"unknown volume_source 'nowhere'.*'mni152'.*'ixi'"):
-        data.make_benchmark(tmp_path / "dataset", volume_source="nowhere", progress=False)
+        make_benchmark(tmp_path / "dataset", volume_source="nowhere", progress=False)
     assert not (tmp_path / "dataset").exists() and _no_partials(tmp_path)
 
 
@@ -314,17 +321,17 @@ def test_empty_brain_mask(tmp_path):
     nib.Nifti1Image(np.zeros((40, 44, 36), np.uint8), np.diag([2.0, 2.0, 2.0, 1.0])).to_filename(
         folder / "s1_mask.nii.gz")
     with pytest.raises(ValueError, match=r"brain mask .*s1_mask\.nii\.gz is empty"):
-        data.load_volumes(folder)
+        load_volumes(folder)
     with pytest.raises(ValueError, match="brain mask is empty"):
-        data.axial_band(np.zeros((4, 4, 4), bool))
+        axial_band(np.zeros((4, 4, 4), bool))
     with pytest.raises(ValueError, match="the volume is empty or constant"):
-        data.compute_brain_mask(np.zeros((8, 8, 8), np.float32))
+        compute_brain_mask(np.zeros((8, 8, 8), np.float32))
 
 
 def test_unplaceable_lesions_leave_nothing_behind(tmp_path):
     out = tmp_path / "dataset"
     with pytest.raises(ValueError, match=r"radius_range=\(30\.0, 40\.0\)"):
-        data.make_benchmark(out, radius_range=(30.0, 40.0), progress=False, **SMALL)
+        make_benchmark(out, radius_range=(30.0, 40.0), progress=False, **SMALL)
     assert not out.exists() and _no_partials(tmp_path)
 
 
@@ -336,7 +343,7 @@ def test_failure_while_writing_leaves_nothing_behind(tmp_path, monkeypatch):
 
     monkeypatch.setattr(synth_dataset, "to_nifti_stack", broken)
     with pytest.raises(OSError, match="disk full"):
-        data.make_benchmark(out, progress=False, n_subjects=3, slices_per_subject=2)
+        make_benchmark(out, progress=False, n_subjects=3, slices_per_subject=2)
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -354,7 +361,7 @@ def test_failure_while_writing_leaves_nothing_behind(tmp_path, monkeypatch):
 )
 def test_bad_parameters_are_named(tmp_path, override, message):
     with pytest.raises(ValueError, match=message):
-        data.make_benchmark(tmp_path / "dataset", progress=False, **override)
+        make_benchmark(tmp_path / "dataset", progress=False, **override)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -362,18 +369,18 @@ def test_existing_folder_needs_overwrite(small, tmp_path):
     out = tmp_path / "dataset"
     out.mkdir()
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        data.make_benchmark(out, progress=False, **SMALL)
-    path = data.write_benchmark(small, out, overwrite=True)
-    assert data.load_benchmark(path, verify=True).card["content_hash"] == small.card["content_hash"]
+        make_benchmark(out, progress=False, **SMALL)
+    path = write_benchmark(small, out, overwrite=True)
+    assert load_benchmark(path, verify=True).card["content_hash"] == small.card["content_hash"]
     assert _no_partials(tmp_path)
 
 
 def test_smoke_preset_is_generated_in_under_30_seconds(tmp_path):
     started = time.perf_counter()
-    path = data.make_benchmark(tmp_path / "dataset", "smoke", progress=False)
+    path = make_benchmark(tmp_path / "dataset", "smoke", progress=False)
     seconds = time.perf_counter() - started
-    card = data.load_benchmark(path).card
-    smoke = presets.resolve("data", "smoke")
+    card = load_benchmark(path).card
+    smoke = resolve("data", "smoke")
     assert card["n_images"] == smoke["n_subjects"] * smoke["slices_per_subject"]
     assert all(counts["regular"] == counts["irregular"] for counts in card["counts"].values())
     assert seconds < 30, f"smoke dataset took {seconds:.1f} s"

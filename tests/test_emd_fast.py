@@ -1,4 +1,4 @@
-"""The fast exact EMD solver (xaiutils.emd_fast) against POT, its certificate, and its fallback to POT."""
+"""The fast exact EMD solver (xaiutils.domain.emd_fast) against POT, its certificate, and its fallback to POT."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from xaiutils import emd as emd_module
-from xaiutils import emd_fast, metrics
-from xaiutils.emd import emd_support
+from xaiutils.domain import emd as emd_module
+from xaiutils.domain import emd_fast, metrics
+from xaiutils.domain.emd import emd_support
 
 pytestmark = pytest.mark.skipif(not emd_fast.AVAILABLE, reason="numba not installed")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xaiutils import emd_fast
+from xaiutils.domain import emd_fast
 
 
 def test_heap_pops_keys_in_order_after_inserts_and_key_decreases():

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from xaiutils import evaluate
-from xaiutils.run_record import PREDICTION_COLUMNS, RunRecord, prediction_table
+from xaiutils.analysis import evaluate
+from xaiutils.domain.synth.dataset import load_benchmark, make_benchmark
+from xaiutils.execution.run_record import PREDICTION_COLUMNS, RunRecord, prediction_table
 
 
 def tidy_table() -> pd.DataFrame:
@@ -77,12 +78,12 @@ def even_images_correct(rows, labels) -> np.ndarray:
 def tiny_grid(tmp_path_factory):
     """A small real dataset and a grid folder of two untrained runs, written as notebook 3 writes them
     (:class:`RunRecord`); their predictions call exactly the even test images correct."""
-    from xaiutils import data, models
+    from xaiutils.domain import models
 
     root = tmp_path_factory.mktemp("grid")
-    data_dir = data.make_benchmark(root / "dataset", "smoke", progress=False, n_subjects=3, slices_per_subject=2,
-                                   image_size=32, radius_range=(2.0, 3.0))
-    bench = data.load_benchmark(data_dir)
+    data_dir = make_benchmark(root / "dataset", "smoke", progress=False, n_subjects=3, slices_per_subject=2,
+                              image_size=32, radius_range=(2.0, 3.0))
+    bench = load_benchmark(data_dir)
     test_rows = bench.indices("test")
     labels = bench.labels[test_rows]
     for seed in (0, 1):
@@ -97,7 +98,7 @@ def tiny_grid(tmp_path_factory):
 
 
 def test_load_run_gives_back_the_run_record_and_the_model(tiny_grid):
-    from xaiutils import models
+    from xaiutils.domain import models
 
     root, _, bench = tiny_grid
     model, sidecar, predictions = evaluate.load_run(root / "grid" / "none-k0-s1")

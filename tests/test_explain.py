@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from xaiutils import explain
-from xaiutils.explain import METHODS, NotApplicable, attribute
-from xaiutils.models import build_model, replace_relus
+from xaiutils.domain import explain
+from xaiutils.domain.explain import METHODS, NotApplicable, attribute
+from xaiutils.domain.models import build_model, replace_relus
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Captum's "setting hooks" notices
 
@@ -248,9 +248,8 @@ def test_method_table_lists_every_method():
         explain.methods_by_cost("free")
 
 
-def test_baselines_is_a_deprecated_name_for_the_control_maps():
-    with pytest.warns(DeprecationWarning, match="control_map_names"):
-        assert explain.BASELINES == ("sobel", "laplace", "random", "input")
+def test_baselines_the_old_name_of_the_control_maps_is_gone():
+    assert not hasattr(explain, "BASELINES")
 
 
 def test_captum_tables_restated_in_checks_equal_captums():
@@ -258,7 +257,7 @@ def test_captum_tables_restated_in_checks_equal_captums():
     from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR
     from captum.attr._core.lrp import SUPPORTED_LAYERS_WITH_RULES, SUPPORTED_NON_LINEAR_LAYERS
 
-    from xaiutils.explain import checks
+    from xaiutils.domain.explain import checks
 
     assert set(checks.DEEPLIFT_NON_LINEAR) == set(SUPPORTED_NON_LINEAR)
     captum_rules = {kind for kind in SUPPORTED_LAYERS_WITH_RULES if kind.__name__ != "Addition_Module"}

@@ -13,7 +13,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from xaiutils import data, fetch
+from xaiutils.domain.mri import fetch
+from xaiutils.domain.mri.nifti import load_volumes
+from xaiutils.domain.synth.parameters import resolve_volume_source
 
 SUBJECTS = ("IXI002-Guys-0828", "IXI012-HH-1211", "IXI013-HH-1212")
 
@@ -122,7 +124,7 @@ def test_fetch_ixi_downloads_checks_and_extracts(tmp_path, server, archive_bytes
     assert not (folder / "README.txt").exists()
     assert not (folder.parent / "IXI-T1.tar").exists(), "archive is removed after extraction by default"
     assert not list(folder.parent.glob(".T1.partial-*"))
-    volumes = data.load_volumes(folder)
+    volumes = load_volumes(folder)
     assert [v.subject for v in volumes] == sorted(SUBJECTS)
     assert all(v.mask_source == "computed" and v.brain_mask.any() for v in volumes)
     # a second call reuses the extraction without touching the network
@@ -213,4 +215,4 @@ def test_data_home_from_environment(monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match="fetch_ixi"):
         fetch.ixi_folder(must_exist=True)
     with pytest.raises(FileNotFoundError, match="fetch_ixi"):
-        data.resolve_volume_source("ixi")
+        resolve_volume_source("ixi")

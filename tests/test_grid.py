@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from xaiutils import config, presets, runs
+from xaiutils.domain.synth.dataset import load_benchmark, make_benchmark
+from xaiutils.execution.grid import cell_name, grid_cells, run_grid
+from xaiutils.execution.paths import RUNS_ENV
+from xaiutils.foundation import config
+from xaiutils.foundation.config import resolve
 
 # Stands in for notebook 3: writes the run folder's sidecar through RunRecord, logs each execution, and fails on demand.
 FAKE_FINETUNE = textwrap.dedent(
@@ -27,7 +31,7 @@ FAKE_FINETUNE = textwrap.dedent(
     mri_checkpoint = None
 
     # %%
-    from xaiutils.run_record import RunRecord
+    from xaiutils.execution.run_record import RunRecord
     with open(log_file, "a") as log:
         log.write(f"{source}-k{n_pretrained_blocks}-s{seed}\\n")
     if fail_on == f"{source}-k{n_pretrained_blocks}-s{seed}":
@@ -45,18 +49,17 @@ SPEC = {"sources": ["imagenet", "none"], "n_pretrained_blocks": {"imagenet": [1,
 def tiny_runs(tmp_path_factory):
     """A runs folder holding a small real dataset where the smoke preset's notebook 1 puts it: the grid checks
     that its input exists and matches its card before any cell starts."""
-    from xaiutils import data
 
     root = tmp_path_factory.mktemp("runs")
-    data.make_benchmark(root / "smoke" / "01_data" / "dataset", "smoke", progress=False, n_subjects=3,
-                        slices_per_subject=2, image_size=32, radius_range=(2.0, 3.0))
+    make_benchmark(root / "smoke" / "01_data" / "dataset", "smoke", progress=False, n_subjects=3,
+                   slices_per_subject=2, image_size=32, radius_range=(2.0, 3.0))
     return root
 
 
 @pytest.fixture(autouse=True)
 def default_dataset(request, monkeypatch):
     if "slow" in request.keywords:
-        monkeypatch.setenv(runs.RUNS_ENV, str(request.getfixturevalue("tiny_runs")))
+        monkeypatch.setenv(RUNS_ENV, str(request.getfixturevalue("tiny_runs")))
 
 
 def fake_grid(tmp_path):
@@ -67,14 +70,14 @@ def fake_grid(tmp_path):
 
 
 def test_grid_expansion():
-    cells = runs.grid_cells(SPEC)
-    assert [runs.cell_name(cell) for cell in cells] == [
+    cells = grid_cells(SPEC)
+    assert [cell_name(cell) for cell in cells] == [
         "imagenet-k1-s0", "imagenet-k1-s1", "imagenet-k3-s0", "imagenet-k3-s1", "none-k0-s0", "none-k0-s1"]
-    assert len(runs.grid_cells({"sources": ["a", "b"], "n_pretrained_blocks": [0, 1, 2], "seeds": [0]})) == 6
+    assert len(grid_cells({"sources": ["a", "b"], "n_pretrained_blocks": [0, 1, 2], "seeds": [0]})) == 6
     with pytest.raises(ValueError, match="lacks seeds"):
-        runs.grid_cells({"sources": ["a"], "n_pretrained_blocks": [0]})
+        grid_cells({"sources": ["a"], "n_pretrained_blocks": [0]})
     with pytest.raises(ValueError, match="no values for source 'mri'"):
-        runs.grid_cells({"sources": ["mri"], "n_pretrained_blocks": {"none": [0]}, "seeds": [0]})
+        grid_cells({"sources": ["mri"], "n_pretrained_blocks": {"none": [0]}, "seeds": [0]})
 
 
 @pytest.mark.slow
@@ -85,15 +88,15 @@ def test_grid_skips_finished_runs_and_resumes_after_a_crash(tmp_path):
 
     # First attempt crashes on the second cell: the first cell's run folder is complete, the second left nothing.
     with pytest.raises(Exception, match="simulated crash"):
-        runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False,
-                      parameters={"log_file": str(log), "fail_on": "imagenet-k3-s0"})
+        run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False,
+                 parameters={"log_file": str(log), "fail_on": "imagenet-k3-s0"})
     assert (out / "imagenet-k1-s0" / "run.json").is_file()
     assert not (out / "imagenet-k3-s0").exists()
     assert log.read_text().split() == ["imagenet-k1-s0", "imagenet-k3-s0"]
 
     # Resume: a finished cell is skipped only if its parameters match, so pass the same ones minus the crash.
-    table = runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False,
-                          parameters={"log_file": str(log), "fail_on": "imagenet-k3-s0-never"})
+    table = run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False,
+                     parameters={"log_file": str(log), "fail_on": "imagenet-k3-s0-never"})
     # Changed parameters invalidate the finished cell too: all three run.
     assert log.read_text().split()[2:] == ["imagenet-k1-s0", "imagenet-k3-s0", "none-k0-s0"]
     assert list(table["run"]) == ["imagenet-k1-s0", "imagenet-k3-s0", "none-k0-s0"]
@@ -101,8 +104,8 @@ def test_grid_skips_finished_runs_and_resumes_after_a_crash(tmp_path):
     assert (out / "accuracy.csv").is_file()
 
     # A third call with the same parameters executes nothing.
-    runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False,
-                  parameters={"log_file": str(log), "fail_on": "imagenet-k3-s0-never"})
+    run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False,
+             parameters={"log_file": str(log), "fail_on": "imagenet-k3-s0-never"})
     assert len(log.read_text().split()) == 5
     recorded = json.loads((out / "none-k0-s0" / "run.json").read_text())["parameters"]
     assert recorded["grid"] is False and recorded["source"] == "none"
@@ -114,13 +117,13 @@ def test_grid_resume_with_identical_parameters_runs_only_missing_cells(tmp_path)
     notebook, log, out = fake_grid(tmp_path)
     spec = {"sources": ["imagenet"], "n_pretrained_blocks": [1, 2, 3], "seeds": [0]}
     parameters = {"log_file": str(log)}
-    runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
+    run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
     # Simulate an interruption that lost the last cell and left a temporary folder behind.
     import shutil
 
     shutil.rmtree(out / "imagenet-k3-s0")
     (out / ".imagenet-k3-s0.partial-abc").mkdir()
-    runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
+    run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
     assert log.read_text().split() == ["imagenet-k1-s0", "imagenet-k2-s0", "imagenet-k3-s0", "imagenet-k3-s0"]
     assert not (out / ".imagenet-k3-s0.partial-abc").exists()
 
@@ -129,26 +132,25 @@ def test_grid_resume_with_identical_parameters_runs_only_missing_cells(tmp_path)
 def test_grid_reruns_cells_when_an_input_changes_under_the_same_path(tmp_path):
     notebook, log, out = fake_grid(tmp_path)
     spec = {"sources": ["none"], "n_pretrained_blocks": {"none": [0]}, "seeds": [0]}
-    from xaiutils import data
 
     data_dir, checkpoint = tmp_path / "dataset", tmp_path / "model.pt"
     tiny = {"n_subjects": 3, "slices_per_subject": 2, "image_size": 32, "radius_range": (2.0, 3.0)}
-    first = data.make_benchmark(data_dir, seed=0, progress=False, **tiny)
-    first_hash = data.load_benchmark(first).card["content_hash"]
+    first = make_benchmark(data_dir, seed=0, progress=False, **tiny)
+    first_hash = load_benchmark(first).card["content_hash"]
     checkpoint.write_bytes(b"first weights")
     parameters = {"log_file": str(log), "data_dir": str(data_dir), "mri_checkpoint": str(checkpoint)}
 
-    runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
-    runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
+    run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
+    run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
     assert log.read_text().split() == ["none-k0-s0"]  # same parameters, same inputs: skipped
     assert json.loads((out / "none-k0-s0" / "inputs.json").read_text())["dataset_hash"] == first_hash
 
     checkpoint.write_bytes(b"retrained weights")  # notebook 2 re-run: same path, other contents
-    runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
+    run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
     assert log.read_text().split() == ["none-k0-s0", "none-k0-s0"]
 
-    data.make_benchmark(data_dir, seed=1, progress=False, overwrite=True, **tiny)  # notebook 1 re-run
-    runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
+    make_benchmark(data_dir, seed=1, progress=False, overwrite=True, **tiny)  # notebook 1 re-run
+    run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
     assert log.read_text().split() == ["none-k0-s0"] * 3
 
 
@@ -159,13 +161,13 @@ def test_grid_reruns_cells_when_a_preset_value_or_the_code_changes(tmp_path, mon
     parameters = {"log_file": str(log)}
 
     def runs_so_far():
-        runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
+        run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
         return len(log.read_text().split())
 
     assert runs_so_far() == 1
     assert runs_so_far() == 1  # nothing changed: skipped
     recorded = json.loads((out / "none-k0-s0" / "inputs.json").read_text())
-    assert recorded["finetune_config"] == presets.resolve("finetune", "smoke")
+    assert recorded["finetune_config"] == resolve("finetune", "smoke")
 
     # The same papermill parameters, but the preset's learning rate changed: the cell must run again.
     smoke = config.PRESETS["smoke"]
@@ -191,19 +193,19 @@ def test_grid_with_two_workers_runs_each_cell_once_with_its_share_of_threads(tmp
     notebook.write_text(THREADS_LOGGING)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    table = runs.run_grid(out_dir=out, spec={**SPEC, "workers": 2}, notebook=notebook, progress=False,
-                          parameters={"log_file": str(log)}, check_inputs=False)
+    table = run_grid(out_dir=out, spec={**SPEC, "workers": 2}, notebook=notebook, progress=False,
+                     parameters={"log_file": str(log)}, check_inputs=False)
     lines = [line.split() for line in log.read_text().splitlines()]
     assert sorted(name for name, _ in lines) == sorted(table["run"]) and len(lines) == len(table) == 6
     assert {threads for _, threads in lines} == {"2"}, "each of 2 workers on 4 cores gets 2 threads"
     assert "OMP_NUM_THREADS" not in os.environ, "the caller's environment is restored"
     # the table keeps the grid's order whatever order the cells finished in, and equals a one-worker run
-    again = runs.run_grid(out_dir=tmp_path / "one", spec=SPEC, notebook=notebook, progress=False,
-                          parameters={"log_file": str(log)}, check_inputs=False, workers=1)
+    again = run_grid(out_dir=tmp_path / "one", spec=SPEC, notebook=notebook, progress=False,
+                     parameters={"log_file": str(log)}, check_inputs=False, workers=1)
     columns = ["run", "test_accuracy"]
     assert table[columns].equals(again[columns])
     with pytest.raises(ValueError, match="workers must be a whole number >= 1, got 0"):
-        runs.run_grid(out_dir=out, spec=SPEC, notebook=notebook, progress=False, workers=0, check_inputs=False)
+        run_grid(out_dir=out, spec=SPEC, notebook=notebook, progress=False, workers=0, check_inputs=False)
 
 
 def test_book_cells_have_no_time_limit():
@@ -220,7 +222,7 @@ def test_a_failing_cell_stops_a_grid_with_two_workers_before_the_queued_cells(tm
     notebook, log, out = fake_grid(tmp_path)
     spec = {"sources": ["none"], "n_pretrained_blocks": [0], "seeds": list(range(8)), "workers": 2}
     with pytest.raises(Exception, match="simulated crash"):
-        runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, check_inputs=False,
-                      parameters={"log_file": str(log), "fail_on": "none-k0-s0"})
+        run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, check_inputs=False,
+                 parameters={"log_file": str(log), "fail_on": "none-k0-s0"})
     ran = log.read_text().split()
     assert "none-k0-s0" in ran and len(ran) < 8, f"queued cells ran after the failure: {ran}"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from xaiutils import difficulty, leaderboard
+from xaiutils.analysis import difficulty, leaderboard
 
 
 def score_table(seed: int = 0) -> pd.DataFrame:

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from xaiutils import mri
-from xaiutils.synth import lesions
+from xaiutils.domain.mri.anatomy import template_anatomy
+from xaiutils.domain.mri.brain import otsu_threshold, otsu_thresholds_3
+from xaiutils.domain.mri.slices import sample_slices
+from xaiutils.domain.synth import lesions
 
 
 def _draw_many(shape, n, params, seed=0):
@@ -124,9 +126,9 @@ def test_unknown_shape_lists_valid_ones():
 def test_otsu_and_white_matter_region():
     rng = np.random.default_rng(0)
     values = np.concatenate([rng.normal(0.3, 0.03, 500), rng.normal(0.8, 0.03, 500)])
-    assert 0.4 < mri.otsu_threshold(values) < 0.7
+    assert 0.4 < otsu_threshold(values) < 0.7
     three = np.concatenate([rng.normal(0.1, 0.03, 300), rng.normal(0.5, 0.03, 500), rng.normal(0.9, 0.03, 400)])
-    low, high = mri.otsu_thresholds_3(three)
+    low, high = otsu_thresholds_3(three)
     assert 0.2 < low < 0.4 and 0.6 < high < 0.8
     # a phantom brain: CSF rim (dark), grey matter ring, white matter core (bright)
     rows, cols = np.ogrid[:64, :64]
@@ -139,8 +141,8 @@ def test_otsu_and_white_matter_region():
 
 
 def test_white_matter_placement_stays_in_white_matter():
-    anatomy = mri.template_anatomy(64, 0.6)
-    images, brains = mri.sample_slices(anatomy, anatomy.band[[30]], 64)
+    anatomy = template_anatomy(64, 0.6)
+    images, brains = sample_slices(anatomy, anatomy.band[[30]], 64)
     region = lesions.white_matter_region(images[0], brains[0])
     params = lesions.LesionParams(n_lesions=(2, 2), radius_range=(2.0, 3.0), placement="white_matter")
     placed, _ = lesions.place_lesions(region, ["regular", "regular"], params, np.random.default_rng(0))

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from xaiutils import explain
+from xaiutils.domain import explain
 
 
 @pytest.fixture
@@ -99,3 +99,14 @@ def test_a_control_map_class_needs_no_model():
                                       np.ones((2, 4, 4), dtype=np.float32))
     finally:
         explain.unregister("ones")
+
+
+def test_plain_captum_wrappers_share_one_attribute_body():
+    from xaiutils.domain.explain import METHODS, CaptumMethod
+
+    plain = {name for name, cls in METHODS.items() if issubclass(cls, CaptumMethod)}
+    assert plain == {"saliency", "input_x_gradient", "guided_backprop", "deconvolution"}
+    for name in plain:
+        assert "attribute" not in vars(METHODS[name]), f"{name} repeats the attribute body of CaptumMethod"
+    assert METHODS["saliency"].captum_arguments == {"abs": False}
+    assert METHODS["guided_backprop"].hooked  # still a HookedMethod: its applicability check is kept

@@ -8,8 +8,8 @@ import numpy as np
 import ot
 import pytest
 
-from xaiutils import metrics
-from xaiutils.emd import emd_dense, emd_support, pooling_matrix, sum_pool
+from xaiutils.domain import metrics
+from xaiutils.domain.emd import emd_dense, emd_support, pooling_matrix, sum_pool
 
 
 def disk(shape, center, radius):

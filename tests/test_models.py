@@ -8,8 +8,9 @@ import torch
 import torchvision
 from torch import nn
 
-from xaiutils import models, train
-from xaiutils.weights import MOBILENET_V2_FILE, checkpoints_dir
+from xaiutils.domain import models, train
+from xaiutils.domain.synth.dataset import load_benchmark, make_benchmark
+from xaiutils.domain.weights import MOBILENET_V2_FILE, checkpoints_dir
 
 SMALL = {"vgg16": 0.125, "resnet18": 1.0, "mobilenet_v2": 0.25}
 HAVE_MOBILENET_FILE = (checkpoints_dir() / MOBILENET_V2_FILE).is_file()
@@ -201,10 +202,9 @@ def test_classification_metrics_known_answers():
 @pytest.mark.skipif(not HAVE_MOBILENET_FILE, reason="MobileNetV2 ImageNet file not placed (make install does it)")
 def test_tiny_training_run_beats_chance_on_a_smoke_dataset(tmp_path):
     """ImageNet MobileNetV2 with every block transferred (only the head trains) on a reduced smoke dataset."""
-    from xaiutils import data
 
-    bench = data.load_benchmark(data.make_benchmark(tmp_path / "dataset", "smoke", seed=0, n_subjects=30,
-                                                    progress=False))
+    bench = load_benchmark(make_benchmark(tmp_path / "dataset", "smoke", seed=0, n_subjects=30,
+                                          progress=False))
     train_rows, val_rows, test_rows = (bench.indices(name) for name in ("train", "val", "test"))
     model = models.prepare_model("mobilenet_v2", "imagenet", 5, seed=0, dropout=0.2, allow_download=False)
     train.fit(model, (bench.images[train_rows], bench.labels[train_rows]),
@@ -227,3 +227,15 @@ def test_normalisation_is_one_module_and_keeps_the_state_dict_keys():
     with torch.no_grad():
         assert torch.equal(sequence(x), model(x))
     assert not list(sequence[0].state_dict())
+
+
+def test_build_model_leaves_the_global_generator_alone():
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    seeded = models.build_model("vgg16", width=0.125, seed=0)
+    assert torch.equal(torch.rand(3), expected), "build_model(seed=...) moved the caller's global generator"
+    torch.manual_seed(0)  # the caller's own seeding gives the same weights
+    unseeded = models.build_model("vgg16", width=0.125)
+    for (name, a), b in zip(seeded.state_dict().items(), unseeded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

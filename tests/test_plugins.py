@@ -11,8 +11,9 @@ import test_evaluate  # the tests folder is on sys.path under pytest (rootdir im
 import torch
 from torch import nn
 
-from xaiutils import evaluate, metrics, plugins
 from xaiutils.__main__ import main
+from xaiutils.analysis import evaluate
+from xaiutils.domain import metrics, plugins
 
 tiny_grid = test_evaluate.tiny_grid
 
@@ -158,7 +159,7 @@ def test_one_command_puts_a_new_method_on_the_leaderboard(tiny_grid, user_module
     assert board.loc["mine", "kind"] == "user" and board.loc["input", "kind"] == "control"
     assert board.loc["input", "sanity"] == "flagged" and board.loc["sobel", "sanity"] == "flagged"
 
-    # The same scores computed directly: the user's function on every run, scored by xaiutils.metrics.
+    # The same scores computed directly: the user's function on every run, scored by xaiutils.domain.metrics.
     images = evaluate.test_images(bench, 4, seed=0)
     direct = []
     for run in ("none-k0-s0", "none-k0-s1"):

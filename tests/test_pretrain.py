@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xaiutils import data, pretrain
+from xaiutils.domain import pretrain
+from xaiutils.domain.mri.anatomy import template_anatomy
+from xaiutils.domain.mri.slices import Variability, sample_slices
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,10 +41,10 @@ def test_level_band_dataset_is_balanced_reproducible_and_split_by_subject():
 
 def test_pretraining_subjects_differ_from_the_benchmark_subjects():
     """Seed streams differ, so the pre-training pseudo-subjects are not the benchmark's (same level, same size)."""
-    anatomy = data.template_anatomy(32, 0.6)
+    anatomy = template_anatomy(32, 0.6)
     level = anatomy.band[len(anatomy.band) // 2 : len(anatomy.band) // 2 + 1]
-    first = data.sample_slices(anatomy, level, 32, np.random.default_rng(0), data.Variability())[0]
-    second = data.sample_slices(anatomy, level, 32, np.random.default_rng(1000), data.Variability())[0]
+    first = sample_slices(anatomy, level, 32, np.random.default_rng(0), Variability())[0]
+    second = sample_slices(anatomy, level, 32, np.random.default_rng(1000), Variability())[0]
     assert not np.allclose(first, second)
 
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from xaiutils import models, pretrain
+from xaiutils.domain import models, pretrain
+from xaiutils.domain.synth.dataset import make_benchmark
+from xaiutils.foundation.config import resolve
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,8 @@ def test_residual_dense_head_with_zero_projections_returns_its_input():
 @pytest.mark.parametrize("task", ["tissue_segmentation", "restoration"])
 def test_dense_pretraining_lowers_its_loss_and_leaves_a_transferable_backbone(slices, task, tmp_path):
     inputs, targets = pretrain.task_arrays(task, slices, seed=5)
-    net = models.build_model("mobilenet_v2", n_classes=pretrain.n_outputs(task), width=0.5, seed=0)
+    torch.manual_seed(0)  # the backbone's weights, then the dense head's, from one seeded stream
+    net = models.build_model("mobilenet_v2", n_classes=pretrain.n_outputs(task), width=0.5)
     head = pretrain.DenseHead(net, pretrain.n_outputs(task), 32, residual=task == "restoration")
     history = pretrain.fit_dense(head, (inputs[:24], targets[:24]), (inputs[24:], targets[24:]), task, epochs=3,
                                  lr=3e-3, batch_size=8, patience=3, progress=False)
@@ -79,13 +82,13 @@ def test_dense_pretraining_lowers_its_loss_and_leaves_a_transferable_backbone(sl
 
 
 def test_train_and_select_in_two_processes_matches_one_and_writes_every_task(slices, tmp_path):
-    from xaiutils import data, presets, task_selection
+    from xaiutils.analysis import task_selection
 
-    data_dir = data.make_benchmark(tmp_path / "dataset", "smoke", progress=False, n_subjects=3, slices_per_subject=2,
-                                   image_size=32, radius_range=(2.0, 3.0))
-    config = {**presets.resolve("pretrain", "smoke"), "image_size": 32, "width": 0.25, "epochs": 1,
+    data_dir = make_benchmark(tmp_path / "dataset", "smoke", progress=False, n_subjects=3, slices_per_subject=2,
+                              image_size=32, radius_range=(2.0, 3.0))
+    config = {**resolve("pretrain", "smoke"), "image_size": 32, "width": 0.25, "epochs": 1,
               "batch_size": 16, "selection_k": 2, "selection_seeds": [0, 1]}
-    finetune_config = {**presets.resolve("finetune", "smoke"), "width": 0.25, "epochs": 1, "batch_size": 16}
+    finetune_config = {**resolve("finetune", "smoke"), "width": 0.25, "epochs": 1, "batch_size": 16}
     table = slices["metadata"]
     train_rows, val_rows = (np.flatnonzero(table["split"] == name) for name in ("train", "val"))
     tasks = ["tissue_segmentation", "level_band"]

@@ -22,9 +22,18 @@ import pytest
 import test_grid  # the tests folder is on sys.path under pytest (rootdir import mode)
 import torch
 
-from xaiutils import data, explain, lesions, models, runs
 from xaiutils.__main__ import main
-from xaiutils.synth import dataset as synth_dataset
+from xaiutils.domain import explain, models
+from xaiutils.domain.mri.nifti import load_volumes, read_nifti
+from xaiutils.domain.synth import dataset as synth_dataset
+from xaiutils.domain.synth.benchmark import content_hash
+from xaiutils.domain.synth.dataset import dataset_hash, load_benchmark, make_benchmark
+from xaiutils.domain.synth.lesions import LesionParams
+from xaiutils.execution.grid import run_grid
+from xaiutils.execution.locks import remove_dead_leftovers
+from xaiutils.execution.params import parse_value
+from xaiutils.execution.paths import RUNS_ENV
+from xaiutils.execution.runner import run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,9 +64,9 @@ HOLDER = textwrap.dedent(
     """\
     import shutil, sys, time
     from pathlib import Path
-    from xaiutils import runs
+    from xaiutils.execution.locks import folder_lock
     target, release = Path(sys.argv[1]), Path(sys.argv[2])
-    with runs.folder_lock(target, wait=0):
+    with folder_lock(target, wait=0):
         partial = target.with_name(f".{target.name}.partial-live")
         partial.mkdir(parents=True)
         (partial / "work.txt").write_text("half-trained")
@@ -75,7 +84,7 @@ TINY = {"n_subjects": 3, "slices_per_subject": 2, "image_size": 32, "radius_rang
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
-    return data.make_benchmark(tmp_path_factory.mktemp("tiny") / "dataset", "smoke", progress=False, **TINY)
+    return make_benchmark(tmp_path_factory.mktemp("tiny") / "dataset", "smoke", progress=False, **TINY)
 
 
 @pytest.fixture
@@ -132,8 +141,8 @@ def test_case1_second_grid_process_leaves_live_work_alone_and_waits_for_it(tmp_p
     watcher = threading.Thread(target=release_when_the_free_cell_is_done)
     watcher.start()
     try:
-        table = runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False,
-                              parameters={"log_file": str(log), "data_dir": str(dataset_copy)})
+        table = run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False,
+                         parameters={"log_file": str(log), "data_dir": str(dataset_copy)})
     finally:
         release.touch()
         watcher.join()
@@ -171,7 +180,7 @@ def test_case1_only_leftovers_of_dead_writers_are_removed(tmp_path):
     victim.kill()  # SIGKILL: no clean-up at all; the operating system drops its lock
     victim.wait(timeout=30)
     try:
-        removed = runs.remove_dead_leftovers(out)
+        removed = remove_dead_leftovers(out)
         assert [path.name for path in removed] == [".cell-b.partial-live"]
         assert (out / ".cell-a.partial-live" / "work.txt").is_file()
     finally:
@@ -228,7 +237,7 @@ def test_case2_a_swap_killed_half_way_gives_the_old_folder_back(tmp_path):
     aside.mkdir(parents=True)
     (aside / "run.json").write_text("{}")  # the previous complete run, moved aside; the new one never arrived
     (tmp_path / "grid" / ".none-k0-s0.partial-x2").mkdir()
-    removed = runs.remove_dead_leftovers(tmp_path / "grid")
+    removed = remove_dead_leftovers(tmp_path / "grid")
     assert len(removed) == 2 and (target / "run.json").is_file()
     assert sorted(path.name for path in target.parent.iterdir()) == [".none-k0-s0.lock", "none-k0-s0"]
 
@@ -248,30 +257,30 @@ def flip_labels(dataset: Path, count: int = 50, keep_mtime: bool = False) -> Non
 
 @pytest.mark.parametrize("keep_mtime", [False, True], ids=["edited", "edited-mtime-restored"])
 def test_case3_default_load_refuses_data_changed_after_the_card(dataset_copy, keep_mtime):
-    assert len(data.load_benchmark(dataset_copy)) == 6
+    assert len(load_benchmark(dataset_copy)) == 6
     flip_labels(dataset_copy, 3, keep_mtime)
     with pytest.raises(ValueError, match="no longer matches its card.*01_data"):
-        data.load_benchmark(dataset_copy)  # notebooks 3 and 4 load like this (verify=False)
+        load_benchmark(dataset_copy)  # notebooks 3 and 4 load like this (verify=False)
     with pytest.raises(ValueError, match="no longer matches its card"):
-        data.load_benchmark(dataset_copy, mmap=True)
+        load_benchmark(dataset_copy, mmap=True)
 
 
 def test_case3_unchanged_data_are_not_hashed_again_and_a_touched_file_is_rechecked(dataset_copy, monkeypatch):
     calls = []
-    real = data.content_hash
+    real = content_hash
     # load_benchmark lives in synth.dataset and looks the hash function up there
     monkeypatch.setattr(synth_dataset, "content_hash", lambda bench: calls.append(1) or real(bench))
-    data.load_benchmark(dataset_copy)  # a copy has new change times: hashed once, then the stamp is renewed
+    load_benchmark(dataset_copy)  # a copy has new change times: hashed once, then the stamp is renewed
     assert calls == [1]
-    data.load_benchmark(dataset_copy)
+    load_benchmark(dataset_copy)
     assert calls == [1], "a dataset whose stamp matches is not hashed again"
     os.utime(dataset_copy / "metadata.csv")  # touched, same content: hashed once more
-    data.load_benchmark(dataset_copy)
-    data.load_benchmark(dataset_copy)
+    load_benchmark(dataset_copy)
+    load_benchmark(dataset_copy)
     assert calls == [1, 1]
-    data.load_benchmark(dataset_copy, verify=True)  # verify=True always hashes
+    load_benchmark(dataset_copy, verify=True)  # verify=True always hashes
     assert calls == [1, 1, 1]
-    assert runs.dataset_hash(dataset_copy) == json.loads((dataset_copy / "card.json").read_text())["content_hash"]
+    assert dataset_hash(dataset_copy) == json.loads((dataset_copy / "card.json").read_text())["content_hash"]
 
 
 @pytest.mark.slow
@@ -279,12 +288,12 @@ def test_case3_grid_neither_skips_nor_runs_cells_on_changed_data(tmp_path, datas
     notebook, log, out = fake_notebook(tmp_path), tmp_path / "executions.log", tmp_path / "grid"
     spec = {"sources": ["none"], "n_pretrained_blocks": {"none": [0]}, "seeds": [0]}
     parameters = {"log_file": str(log), "data_dir": str(dataset_copy)}
-    runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
-    runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
+    run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
+    run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
     assert log.read_text().split() == ["none-k0-s0"]
     flip_labels(dataset_copy, 3)
     with pytest.raises(ValueError, match="no longer matches its card"):
-        runs.run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
+        run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
     assert log.read_text().split() == ["none-k0-s0"], "no cell may run on data that do not match the card"
 
 
@@ -305,20 +314,20 @@ def write_volume(path: Path, nan_every: int | None = None, all_nan: bool = False
 def test_case4_non_finite_voxels_are_refused_above_a_small_share_and_warned_below(tmp_path):
     many = write_volume(tmp_path / "many_T1w.nii.gz", nan_every=3)
     with pytest.raises(ValueError, match=r"many_T1w\.nii\.gz: 33\.3% of its voxels are NaN or infinite"):
-        data.read_nifti(many, "T1 volume")
+        read_nifti(many, "T1 volume")
     few = write_volume(tmp_path / "few_T1w.nii.gz", nan_every=5000)
     with pytest.warns(UserWarning, match=r"few_T1w\.nii\.gz: 0\.0\d+% of its voxels are NaN or infinite"):
-        array, _ = data.read_nifti(few, "T1 volume")
+        array, _ = read_nifti(few, "T1 volume")
     assert np.isfinite(array).all()
     empty = tmp_path / "empty"
     empty.mkdir()
     write_volume(empty / "void_T1w.nii.gz", all_nan=True)
     with pytest.raises(ValueError, match=r"void_T1w\.nii\.gz holds no finite voxel"):
-        data.load_volumes(empty)
+        load_volumes(empty)
     clean = write_volume(tmp_path / "clean_T1w.nii.gz")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        data.read_nifti(clean)
+        read_nifti(clean)
 
 
 # ------------------------------------------------------------------------------ case 5: one line, names it
@@ -351,7 +360,7 @@ def test_case5_missing_or_malformed_grid_file(capsys, tmp_path):
                                             ({"noise": float("inf")}, "noise")])
 def test_case5_non_finite_lesion_and_variability_values_are_named(override, name, tmp_path):
     with pytest.raises(ValueError, match=f"{name} must be a .*finite"):
-        data.make_benchmark(tmp_path / "dataset", progress=False, **override)
+        make_benchmark(tmp_path / "dataset", progress=False, **override)
     assert not (tmp_path / "dataset").exists()
 
 
@@ -362,11 +371,11 @@ def test_case5_parameter_types_are_checked_before_the_notebook_starts(capsys, tm
     assert "parameter image_size of notebook 01_data must be an integer" in line and "64" in line
     assert not out.exists() and not list(tmp_path.glob(".*partial*"))
     with pytest.raises(ValueError, match="n_lesions .* must be a list"):
-        runs.run_notebook("01_data", out_dir=out, parameters={"n_lesions": "many"})
+        run_notebook("01_data", out_dir=out, parameters={"n_lesions": "many"})
     with pytest.raises(ValueError, match="min_brain_fraction .* must be a number"):
-        runs.run_notebook("00_overview", out_dir=out, parameters={"min_brain_fraction": [0.5]})
+        run_notebook("00_overview", out_dir=out, parameters={"min_brain_fraction": [0.5]})
     # YAML 1.1 reads an exponent without a dot as text; -p lr 1e-3 means the number
-    assert runs.parse_value("1e-3") == 0.001 and runs.parse_value('"1e-3"') == "1e-3"
+    assert parse_value("1e-3") == 0.001 and parse_value('"1e-3"') == "1e-3"
 
 
 def test_case5_damaged_dataset_files_are_named(dataset_copy):
@@ -374,18 +383,18 @@ def test_case5_damaged_dataset_files_are_named(dataset_copy):
     labels = (cache / "labels.npy").read_bytes()
     (cache / "labels.npy").write_bytes(b"")
     with pytest.raises(ValueError, match=r"cache/labels\.npy is not a readable \.npy array.*01_data"):
-        data.load_benchmark(dataset_copy)
+        load_benchmark(dataset_copy)
     (cache / "labels.npy").write_bytes(labels[: len(labels) - 9])
     with pytest.raises(ValueError, match=r"cache/labels\.npy is not a readable \.npy array"):
-        data.load_benchmark(dataset_copy)
+        load_benchmark(dataset_copy)
     (cache / "labels.npy").write_bytes(labels)
     masks = np.load(cache / "masks.npy")
     np.save(cache / "masks.npy", masks[:-1])
     with pytest.raises(ValueError, match=r"cache/masks\.npy has shape \(5, 32, 32\), the images \(6, 32, 32\)"):
-        data.load_benchmark(dataset_copy)
+        load_benchmark(dataset_copy)
     (dataset_copy / "card.json").write_text('{"content_hash": ')
     with pytest.raises(ValueError, match=r"card\.json is not valid JSON"):
-        data.load_benchmark(dataset_copy)
+        load_benchmark(dataset_copy)
 
 
 def test_case5_text_file_as_checkpoint_is_named(tmp_path):
@@ -402,10 +411,10 @@ def test_case5_text_file_as_checkpoint_is_named(tmp_path):
 
 def test_case6_fractional_lesion_count_and_target_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"n_lesions must be a pair of whole numbers"):
-        lesions.LesionParams(n_lesions=(1, 2.7))
+        LesionParams(n_lesions=(1, 2.7))
     with pytest.raises(ValueError, match=r"n_lesions must be a pair of whole numbers"):
-        data.make_benchmark(tmp_path / "dataset", progress=False, n_lesions=(1, 2.7))
-    assert lesions.LesionParams(n_lesions=(1.0, 2.0)).n_lesions == (1, 2)
+        make_benchmark(tmp_path / "dataset", progress=False, n_lesions=(1, 2.7))
+    assert LesionParams(n_lesions=(1.0, 2.0)).n_lesions == (1, 2)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
     images = torch.rand(2, 1, 8, 8)
     with pytest.raises(ValueError, match="targets must be class indices"):
@@ -419,7 +428,7 @@ def test_case6_fractional_lesion_count_and_target_are_refused(tmp_path):
 
 
 def test_case7_grid_without_a_dataset_names_the_command_before_any_cell(capsys, tmp_path, monkeypatch):
-    monkeypatch.setenv(runs.RUNS_ENV, str(tmp_path / "runs"))
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path / "runs"))
     assert main(["grid", "--out", str(tmp_path / "grid"), "-p", "epochs", "1"]) == 2
     line = one_line(capsys.readouterr().err)
     assert "needs a dataset" in line and "python -m xaiutils run 01_data --preset smoke" in line
@@ -428,9 +437,9 @@ def test_case7_grid_without_a_dataset_names_the_command_before_any_cell(capsys, 
 
 def test_case7_grid_mri_cells_need_the_checkpoint(tmp_path, dataset_copy):
     with pytest.raises(FileNotFoundError, match="python -m xaiutils run 02_pretrain_mri --preset smoke"):
-        runs.run_grid(out_dir=tmp_path / "grid", notebook=fake_notebook(tmp_path), progress=False,
-                      spec={"sources": ["mri"], "n_pretrained_blocks": [1], "seeds": [0]},
-                      parameters={"data_dir": str(dataset_copy), "mri_checkpoint": str(tmp_path / "no.pt")})
+        run_grid(out_dir=tmp_path / "grid", notebook=fake_notebook(tmp_path), progress=False,
+                 spec={"sources": ["mri"], "n_pretrained_blocks": [1], "seeds": [0]},
+                 parameters={"data_dir": str(dataset_copy), "mri_checkpoint": str(tmp_path / "no.pt")})
 
 
 @pytest.mark.slow

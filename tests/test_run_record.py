@@ -9,13 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from xaiutils import models, train
-from xaiutils.run_record import (
-    PREDICTION_COLUMNS,
-    RUN_KEYS,
-    RunRecord,
-    prediction_table,
-)
+from xaiutils.domain import models, train
+from xaiutils.execution.run_record import PREDICTION_COLUMNS, RUN_KEYS, RunRecord, prediction_table
 
 
 class TinyBench:

@@ -12,7 +12,12 @@ import nbformat
 import pytest
 import yaml
 
-from xaiutils import data, runs, weights
+from xaiutils.domain import weights
+from xaiutils.domain.mri.anatomy import axial_band
+from xaiutils.domain.mri.brain import load_mni152
+from xaiutils.execution.params import notebook_parameters, parse_value, read_notebook
+from xaiutils.execution.paths import find_notebook
+from xaiutils.execution.runner import run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.py"))
@@ -35,36 +40,28 @@ FAILING_NOTEBOOK = textwrap.dedent(
 )
 
 
-def test_runs_re_exports_the_pipeline_and_the_io_helpers():
-    from xaiutils import _io, pipeline  # noqa: F401
-    from xaiutils.pipeline import grid, inputs, locks, params, paths, runner
+def test_pipeline_modules_do_one_job_each():
+    from xaiutils.execution import grid, inputs, locks, params, paths, runner
 
-    for module in (grid, inputs, locks, params, paths, runner):
-        for name in dir(module):
-            value = getattr(module, name)
-            if getattr(value, "__module__", None) == module.__name__ and not name.startswith("_"):
-                assert getattr(runs, name) is value, f"runs.{name} is not {module.__name__}.{name}"
-    assert runs.write_atomic is _io.write_atomic and runs.run_grid is grid.run_grid
-    assert set(runs.__all__) <= set(dir(runs))
     for module in (paths, locks, params, runner, inputs, grid):  # one job each: no module over about 400 lines
         assert len(Path(module.__file__).read_text().splitlines()) <= 400, module.__name__
 
 
 def test_parse_value_reads_yaml_scalars_and_lists():
-    assert runs.parse_value("3") == 3
-    assert runs.parse_value("0.5") == 0.5
-    assert runs.parse_value("[1, 2]") == [1, 2]
-    assert runs.parse_value("null") is None
-    assert runs.parse_value("imagenet") == "imagenet"
-    assert runs.parse_value("true") is True
+    assert parse_value("3") == 3
+    assert parse_value("0.5") == 0.5
+    assert parse_value("[1, 2]") == [1, 2]
+    assert parse_value("null") is None
+    assert parse_value("imagenet") == "imagenet"
+    assert parse_value("true") is True
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebooks_follow_the_convention(path):
     text = path.read_text()
     assert "format_name: percent" in text, f"{path.name} is not a jupytext py:percent notebook"
-    notebook = runs.read_notebook(path)
-    names = runs.notebook_parameters(notebook)
+    notebook = read_notebook(path)
+    names = notebook_parameters(notebook)
     assert "preset" in names and "out_dir" in names
     assert not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
     assert notebook.cells[0].cell_type == "markdown" and "Overview" in notebook.cells[0].source
@@ -87,7 +84,7 @@ def test_no_ipynb_tracked_in_git():
 
 def test_unknown_notebook_lists_available_ones():
     with pytest.raises(FileNotFoundError, match="00_overview"):
-        runs.find_notebook("99_missing")
+        find_notebook("99_missing")
 
 
 def test_cli_override_reaches_the_outputs(tmp_path):
@@ -101,10 +98,10 @@ def test_cli_override_reaches_the_outputs(tmp_path):
     summary = json.loads((out / "overview.json").read_text())
     assert summary["min_brain_fraction"] == 0.8
     # Known answer: the band computed directly with the same fraction.
-    _, brain_mask, _ = data.load_mni152()
-    band = data.axial_band(brain_mask, 0.8)
+    _, brain_mask, _ = load_mni152()
+    band = axial_band(brain_mask, 0.8)
     assert summary["band_levels"] == [int(band[0]), int(band[-1])]
-    assert len(band) < len(data.axial_band(brain_mask, 0.6)), "a stricter fraction must narrow the band"
+    assert len(band) < len(axial_band(brain_mask, 0.6)), "a stricter fraction must narrow the band"
     executed = nbformat.read(out / "00_overview.ipynb", as_version=4)
     injected = [cell for cell in executed.cells if "injected-parameters" in cell.metadata.get("tags", [])]
     assert injected and "min_brain_fraction = 0.8" in injected[0].source
@@ -129,7 +126,7 @@ def test_failing_notebook_leaves_no_run_folder(tmp_path):
     notebook.write_text(FAILING_NOTEBOOK)
     out = tmp_path / "runs" / "fails"
     with pytest.raises(Exception, match="deliberate failure"):
-        runs.run_notebook(notebook, out_dir=out, progress=False)
+        run_notebook(notebook, out_dir=out, progress=False)
     assert not out.exists()
     # (the run folder's lock file .fails.lock stays, empty of any lock: waiters must share its inode)
     leftovers = sorted(path.name for path in out.parent.iterdir() if path.name != ".fails.lock")
@@ -140,13 +137,13 @@ def test_run_folder_is_replaced_only_with_overwrite(tmp_path):
     notebook = tmp_path / "ok.py"
     notebook.write_text(FAILING_NOTEBOOK)
     out = tmp_path / "ok-run"
-    runs.run_notebook(notebook, out_dir=out, parameters={"fail": False}, progress=False)
+    run_notebook(notebook, out_dir=out, parameters={"fail": False}, progress=False)
     assert (out / "half-written.txt").read_text() == "partial result"
     assert (out / "ok.ipynb").is_file() and (out / "run.json").is_file()
     with pytest.raises(FileExistsError, match="overwrite"):
-        runs.run_notebook(notebook, out_dir=out, parameters={"fail": False}, progress=False)
+        run_notebook(notebook, out_dir=out, parameters={"fail": False}, progress=False)
     (out / "marker").write_text("old run")
-    runs.run_notebook(notebook, out_dir=out, parameters={"fail": False}, progress=False, overwrite=True)
+    run_notebook(notebook, out_dir=out, parameters={"fail": False}, progress=False, overwrite=True)
     assert not (out / "marker").exists(), "the old run folder should have been replaced"
     assert sorted(path.name for path in tmp_path.iterdir()) == [".ok-run.lock", "ok-run", "ok.py"]
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from xaiutils import sanity
+from xaiutils.analysis import sanity
 
 
 class Tiny(nn.Module):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xaiutils import stats
+from xaiutils.analysis import stats
 
 # The study preset's formula (the book and smoke presets drop the interaction: their grids cannot estimate it).
 INTERACTION = "score ~ accuracy + C(source) * k"

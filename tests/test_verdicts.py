@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xaiutils import verdicts
-from xaiutils.verdicts import NOT_SUPPORTED, OPPOSITE, SUPPORTED
+from xaiutils.analysis import verdicts
+from xaiutils.analysis.verdicts import NOT_SUPPORTED, OPPOSITE, SUPPORTED
 
 
 def simulated(source_effect=0.0, k_effect=0.0, accuracy_effect=0.0, method_gap=0.0, confound=False,
@@ -98,7 +98,7 @@ def test_method_difference_needs_two_methods():
 
 
 def test_skill_over_the_best_baseline_is_paired_by_run():
-    from xaiutils import stats
+    from xaiutils.analysis import stats
 
     rng = np.random.default_rng(0)
     rows = []

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .presets import preset_names
+from xaiutils.foundation.config import preset_names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,14 +92,14 @@ class _SettingAction(argparse.Action):
         entries = getattr(namespace, self.dest, None) or []
         if not entries:
             parser.error("--setting must follow the --method it belongs to")
-        from .runs import parse_value
+        from xaiutils.execution.params import parse_value
 
         key, value = values
         entries[-1]["settings"][key] = parse_value(value, key)
 
 
 def _parameters(pairs) -> dict:
-    from .runs import parse_value
+    from xaiutils.execution.params import parse_value
 
     return {name: parse_value(value, name) for name, value in pairs}
 
@@ -107,7 +107,8 @@ def _parameters(pairs) -> dict:
 def _run_guarded(action) -> int:
     """Run ``action`` with SIGTERM and SIGHUP handled like Ctrl-C (temporary folders removed), and answer every
     expected failure with one line on stderr instead of a traceback."""
-    from .runs import FolderBusy, Terminated, describe_failure, terminate_like_interrupt
+    from xaiutils.execution.locks import FolderBusy, Terminated, terminate_like_interrupt
+    from xaiutils.execution.runner import describe_failure
 
     try:
         try:
@@ -143,7 +144,7 @@ def _run_guarded(action) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        from .runs import run_notebook
+        from xaiutils.execution.runner import run_notebook
 
         def run() -> int:
             parameters = _parameters(args.parameter)
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                 if reserved in parameters:
                     raise ValueError(f"set {reserved} with --{reserved.split('_')[0]}, not -p")
             if args.cluster is not None:
-                from .cluster import as_spec
+                from xaiutils.execution.cluster import as_spec
 
                 as_spec(args.cluster)  # a bad spec file is refused before the notebook starts
                 parameters["cluster"] = args.cluster
@@ -168,13 +169,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return _run_guarded(run)
     if args.command == "grid":
-        from .runs import read_grid_file, run_grid
+        from xaiutils.execution.grid import read_grid_file, run_grid
 
         def grid() -> int:
             spec = read_grid_file(args.grid_file) if args.grid_file else None
             cluster = None
             if args.cluster is not None:
-                from .cluster import as_spec
+                from xaiutils.execution.cluster import as_spec
 
                 cluster = as_spec(args.cluster)  # checked before any cell starts
             table = run_grid(args.preset, out_dir=args.out, spec=spec, parameters=_parameters(args.parameter),
@@ -184,26 +185,26 @@ def main(argv: list[str] | None = None) -> int:
 
         return _run_guarded(grid)
     if args.command == "evaluate":
-        from .leaderboard import evaluate_methods
+        from xaiutils.analysis.leaderboard import evaluate_methods
 
         def score() -> int:
             board = evaluate_methods(args.user_methods, preset=args.preset, grid_dir=args.grid_dir,
                                      data_dir=args.data_dir, out_dir=args.out, **_parameters(args.parameter))
             shown = [column for column in board.columns if not column.endswith(("_ci_low", "_ci_high"))]
             print(board[shown].to_string(index=False, float_format=lambda value: f"{value:.3f}"))
-            from .runs import default_out_dir
+            from xaiutils.execution.paths import default_out_dir
 
             print(f"leaderboard: {Path(args.out or default_out_dir(args.preset, 'evaluate')) / 'leaderboard.csv'}")
             return 0
 
         return _run_guarded(score)
     if args.command == "setup-weights":
-        from .weights import place_mobilenet_v2
+        from xaiutils.domain.weights import place_mobilenet_v2
 
         print(place_mobilenet_v2())
         return 0
     if args.command == "check-book":
-        from .bookcheck import main as check_book_main
+        from xaiutils.bookcheck import main as check_book_main
 
         html_dir = Path(args.html_dir)
         screenshots = args.screenshots or html_dir.resolve().parent / "screenshots"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ._io import write_atomic
+from xaiutils.foundation.files import write_atomic
 
 COLAB_DIR = "_colab"
 

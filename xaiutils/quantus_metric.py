@@ -2,7 +2,7 @@
 
 Quantus has no earth mover's distance among its localisation metrics. :class:`ExactEMD` follows Quantus's metric
 interface (a subclass of ``quantus.Metric``, called as ``metric(model, x_batch, y_batch, a_batch, s_batch)``,
-with a declared score direction and range) and is backed by :func:`xaiutils.metrics.emd_score`: EMD score =
+with a declared score direction and range) and is backed by :func:`xaiutils.domain.metrics.emd_score`: EMD score =
 1 − EMD(p, q) / D, with p = |a| / Σ|a| over the pixels (channels summed), q uniform on the mask (s ≥ 0.5), the
 Euclidean pixel distance as ground cost, D the diagonal of the scoring grid, and the transport cost solved exactly
 (an undefined score, e.g. an all-zero map or a solve stopped at its iteration limit, is NaN, never a guess).
@@ -30,7 +30,7 @@ import quantus
 from quantus.helpers import asserts
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
 
-from . import metrics
+from xaiutils.domain import metrics
 
 
 class ExactEMD(quantus.Metric):
@@ -38,7 +38,7 @@ class ExactEMD(quantus.Metric):
     better.
 
     ``resolution``: maps and masks are sum-pooled to at most resolution² pixels first (``None``: native size; the
-    benchmark's default is :data:`xaiutils.metrics.DEFAULT_RESOLUTION`). The attribution's absolute values are
+    benchmark's default is :data:`xaiutils.domain.metrics.DEFAULT_RESOLUTION`). The attribution's absolute values are
     scored and Quantus's normalisation is off by default: the score depends only on p = |a| / Σ|a|, which no positive
     rescaling changes.
     """

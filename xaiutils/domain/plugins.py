@@ -1,0 +1,274 @@
+"""Bring your own explanation method: a callable scored beside the registry's methods, with no repository edit.
+
+The contract: ``method(model, images, target, **settings) -> maps``, where ``images`` is a float32 N×1×H×W tensor in
+[0, 1] (a copy: the method may set ``requires_grad``), ``target`` a long tensor of N class indices, and ``model``
+the trained classifier in eval mode. ``maps`` is a tensor or array of N×H×W (or N×C×H×W, C the image channels)
+floating-point values; like the registry's methods it is reduced to N×H×W by summing absolute values over channels.
+
+A method is named by a spec, ``package.module:function`` (importable from here, e.g. through ``PYTHONPATH``) or
+``path/to/file.py:function``, optionally prefixed with the name it gets in the tables (``NAME=SPEC``; default: the
+function's name) and given keyword ``settings``. :func:`parse_entries` turns the command line's and notebook 4's
+forms into plain dicts, which is what crosses process boundaries: each worker imports the function itself.
+
+Every call is validated before its maps reach a metric (:func:`call`): shape, dtype, finite values, batch size,
+and a model left unchanged (weights, buffers and every module's train/eval mode). A violation raises
+:class:`InvalidMethod`, a ``ValueError`` with a one-line message naming the method and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from xaiutils.domain import explain
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
+
+class InvalidMethod(ValueError):
+    """A user's method broke the contract; the message (one line) names the method and what is wrong."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+# ------------------------------------------------------------------------------------------------ specs
+
+
+def split_spec(spec: str) -> tuple[str | None, str, str]:
+    """``(name or None, target, function)`` from ``[NAME=]package.module:function`` or ``[NAME=]file.py:function``."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"a method spec must be text like 'package.module:function' or 'path/to/file.py:function', "
+                         f"got {spec!r}")
+    spec = spec.strip()
+    name = None
+    head, sep, rest = spec.partition("=")
+    if sep and ":" in rest and ":" not in head and "/" not in head and "\\" not in head:
+        name, spec = head.strip(), rest.strip()
+    target, sep, function = spec.rpartition(":")
+    if not sep or not target or not function.isidentifier():
+        raise ValueError(f"method spec {spec!r} must end in ':function' after a module or a .py file, e.g. "
+                         "'mypkg.mymod:my_method' or 'path/to/file.py:my_method'")
+    return name, target, function
+
+
+def _is_file(target: str) -> bool:
+    return target.endswith(".py") or "/" in target or "\\" in target
+
+
+def parse_entries(entries) -> list[dict[str, Any]]:
+    """Plain-dict entries ``{"name", "spec", "settings"}`` from a list of specs (``"[NAME=]SPEC"``) or of mappings
+    with keys ``spec`` (required), ``name`` and ``settings``. File paths are made absolute here, so that worker
+    processes with another working folder find them. Names must be unique and differ from the registry's."""
+    if entries is None:
+        return []
+    if isinstance(entries, (str, dict)):
+        entries = [entries]
+    parsed, seen = [], set()
+    for entry in entries:
+        if isinstance(entry, str):
+            entry = {"spec": entry}
+        if not isinstance(entry, dict) or "spec" not in entry:
+            raise ValueError(f"a user method is 'package.module:function' or a mapping with 'spec' (and optional "
+                             f"'name', 'settings'), got {entry!r}")
+        unknown = sorted(set(entry) - {"spec", "name", "settings"})
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown} in user method {entry!r}; valid keys: spec, name, settings")
+        given_name, target, function = split_spec(entry["spec"])
+        if _is_file(target):
+            path = Path(target).expanduser().resolve()
+            if not path.is_file():
+                raise ValueError(f"method file {target!r} (from {entry['spec']!r}) does not exist")
+            target = str(path)
+        name = str(entry.get("name") or given_name or function)
+        if not _NAME.match(name):
+            raise ValueError(f"method name {name!r} must start with a letter and hold letters, digits, '_', '-', '.'")
+        settings = entry.get("settings") or {}
+        if not isinstance(settings, dict) or not all(isinstance(key, str) for key in settings):
+            raise ValueError(f"settings of method {name!r} must be a mapping of keyword names to values, "
+                             f"got {settings!r}")
+        try:
+            clash = explain.resolve_method(name)
+        except ValueError:
+            clash = None
+        if clash is not None:
+            raise ValueError(f"user method name {name!r} is taken by the registry's method {clash!r}; give another "
+                             f"name with NAME=SPEC (e.g. 'my_{name}={entry['spec']}')")
+        if name in seen:
+            raise ValueError(f"two user methods are named {name!r}; name them apart with NAME=SPEC")
+        seen.add(name)
+        parsed.append({"name": name, "spec": f"{target}:{function}", "settings": dict(settings)})
+    return parsed
+
+
+def load(entry: dict[str, Any]):
+    """The callable of ``entry`` (imported, or loaded from its file), checked to accept the contract's call."""
+    _, target, function = split_spec(entry["spec"])
+    if _is_file(target):
+        path = Path(target)
+        module_name = f"_xaiutils_user_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+        module = sys.modules.get(module_name)
+        if module is None:
+            module_spec = importlib.util.spec_from_file_location(module_name, path)
+            if module_spec is None or module_spec.loader is None:
+                raise ValueError(f"cannot load {path} as a Python module (method {entry['name']!r})")
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[module_name] = module
+            try:
+                module_spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[module_name]
+                raise
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ModuleNotFoundError as error:
+            raise ValueError(f"cannot import module {target!r} for method {entry['name']!r} ({error}); give "
+                             "'package.module:function' importable from here (e.g. on PYTHONPATH) or "
+                             "'path/to/file.py:function'") from None
+    method = getattr(module, function, None)
+    if method is None:
+        public = sorted(key for key, value in vars(module).items() if callable(value) and not key.startswith("_"))
+        raise ValueError(f"{target!r} has no function {function!r} (method {entry['name']!r}); its callables: "
+                         f"{', '.join(public) or 'none'}")
+    if not callable(method):
+        raise ValueError(f"{entry['spec']!r} is not callable (method {entry['name']!r})")
+    try:
+        inspect.signature(method).bind(None, None, None, **entry["settings"])
+    except TypeError as error:
+        raise ValueError(f"method {entry['name']!r} cannot be called as method(model, images, target"
+                         f"{''.join(f', {key}=…' for key in entry['settings'])}): {error}") from None
+    except ValueError:  # no signature to inspect (a builtin): the call itself will tell
+        pass
+    return method
+
+
+# ------------------------------------------------------------------------------------------------ the call
+
+
+def _model_state(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], list[bool]]:
+    state = {key: value.detach().clone() for key, value in model.state_dict(keep_vars=True).items()}
+    return state, [module.training for module in model.modules()]
+
+
+def _model_change(model: torch.nn.Module, before) -> str:
+    """'' when the model's weights, buffers and modes equal ``before``, else what changed."""
+    state, modes = before
+    after = model.state_dict(keep_vars=True)
+    if set(after) != set(state):
+        return f"changes the model's parameters or buffers (added or removed: {sorted(set(after) ^ set(state))[:3]})"
+    changed = [key for key, value in after.items()
+               if value.shape != state[key].shape or not torch.equal(value.detach(), state[key])]
+    if changed:
+        return f"changes the model's weights or buffers ({', '.join(changed[:3])}{' …' if len(changed) > 3 else ''})"
+    if [module.training for module in model.modules()] != modes:
+        switched = [key or "model" for (key, module), mode in zip(model.named_modules(), modes, strict=False)
+                    if module.training != mode]
+        return f"changes the model's train/eval mode ({', '.join(switched[:3])})"
+    return ""
+
+
+def check_maps(maps, n_images: int, image_shape: tuple[int, ...], name: str) -> np.ndarray:
+    """The float32 N×H×W map batch (absolute values summed over channels), or :class:`InvalidMethod`."""
+    height, width = image_shape[-2:]
+    channels = image_shape[0] if len(image_shape) == 3 else 1
+    valid = f"valid: {n_images}×{height}×{width} or {n_images}×{channels}×{height}×{width}, floating point"
+    if torch.is_tensor(maps):
+        maps = maps.detach().cpu()
+        if not torch.is_floating_point(maps):
+            raise InvalidMethod(f"method {name!r} returned maps of dtype {maps.dtype}; {valid}")
+        maps = maps.float().numpy()
+    elif isinstance(maps, np.ndarray):
+        if not np.issubdtype(maps.dtype, np.floating):
+            raise InvalidMethod(f"method {name!r} returned maps of dtype {maps.dtype}; {valid}")
+    else:
+        raise InvalidMethod(f"method {name!r} returned {type(maps).__name__}, not a tensor or array; {valid}")
+    shape = tuple(maps.shape)
+    if len(shape) not in (3, 4) or shape[-2:] != (height, width) or (len(shape) == 4 and shape[1] != channels):
+        if len(shape) in (3, 4) and shape[0] != n_images and shape[1:] in ((height, width), (channels, height, width)):
+            raise InvalidMethod(f"method {name!r} returned {shape[0]} maps for a batch of {n_images} images "
+                                f"(shape {shape}); {valid}")
+        raise InvalidMethod(f"method {name!r} returned maps of shape {shape}; {valid}")
+    if shape[0] != n_images:
+        raise InvalidMethod(f"method {name!r} returned {shape[0]} maps for a batch of {n_images} images; {valid}")
+    finite = np.isfinite(maps)
+    if not finite.all():
+        kind = "NaN" if np.isnan(maps).any() else "inf"
+        raise InvalidMethod(f"method {name!r} returned maps with {kind} values ({int((~finite).sum())} of "
+                            f"{maps.size}); maps must be finite")
+    if maps.ndim == 3:
+        maps = maps[:, None]
+    return explain._reduce(maps, signed=False)
+
+
+def call(method, entry: dict[str, Any], model: torch.nn.Module, images, targets, seed: int = 0) -> np.ndarray:
+    """Maps of a user's ``method`` (loaded from ``entry``) for ``images`` and ``targets``, validated.
+
+    The model runs in eval mode (its modes are restored afterwards); RNGs are seeded with ``seed`` and restored, as
+    for the registry's methods. Raises :class:`InvalidMethod` when the maps or the model break the contract, before
+    any metric sees the maps.
+    """
+    name = entry["name"]
+    images = explain._as_images(images)
+    targets = explain._as_targets(targets, images.shape[0])
+    parameter = next(model.parameters(), None)
+    if parameter is not None:
+        images, targets = images.to(parameter.device, parameter.dtype), targets.to(parameter.device)
+    was_training = [module.training for module in model.modules()]
+    model.eval()
+    before = _model_state(model)
+    try:
+        with explain._seeded(seed, images.device):
+            try:
+                maps = method(model, images.clone(), targets.clone(), **entry["settings"])
+            except InvalidMethod:
+                raise
+            except Exception as error:
+                raise InvalidMethod(_one_line(f"method {name!r} failed on a batch of {images.shape[0]} images: "
+                                              f"{type(error).__name__}: {error}")) from error
+        change = _model_change(model, before)
+        if change:
+            raise InvalidMethod(f"method {name!r} {change}; a method must leave the model as it found it "
+                                "(work on a copy: copy.deepcopy(model))")
+        return check_maps(maps, images.shape[0], tuple(images.shape[1:]), name)
+    finally:
+        for module, mode in zip(model.modules(), was_training, strict=True):
+            module.training = mode
+
+
+def attribute(model, images, targets, entry: dict[str, Any], seed: int = 0, batch_size: int = 32) -> np.ndarray:
+    """Validated maps of the user method ``entry`` in batches of at most ``batch_size`` images."""
+    method = load(entry)
+    images = explain._as_images(images)
+    targets = explain._as_targets(targets, images.shape[0])
+    if images.shape[0] == 0:
+        return np.zeros((0, *images.shape[-2:]), dtype=np.float32)
+    return np.concatenate([call(method, entry, model, images[start:start + batch_size],
+                                targets[start:start + batch_size], seed=seed)
+                           for start in range(0, images.shape[0], int(batch_size))])
+
+
+def maps_of(model, images, targets, method: str, user: dict[str, dict] | None = None, seed: int = 0,
+            batch_size: int = 32) -> np.ndarray:
+    """Maps of a registry method (by name) or of a user method (a name in ``user``, name → entry)."""
+    if user and method in user:
+        return attribute(model, images, targets, user[method], seed=seed, batch_size=batch_size)
+    return explain.attribute(model, images, targets, method, batch_size=batch_size, seed=seed)
+
+
+def validate(entries, model, images, targets, seed: int = 0) -> None:
+    """Call every user method once on ``images`` (a few are enough) and refuse the first that breaks the contract.
+
+    Run before any scoring, so a broken method costs seconds, not a grid."""
+    for entry in parse_entries(entries):
+        attribute(model, images, targets, entry, seed=seed, batch_size=len(images))

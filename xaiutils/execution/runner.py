@@ -1,0 +1,120 @@
+"""The papermill runner behind ``python -m xaiutils run``: one notebook executed into one run folder.
+
+A *run folder* holds one executed notebook (``<name>.ipynb``), everything that notebook wrote, and ``run.json``
+(notebook, preset, parameters, timing, package versions). It is built under a temporary name and renamed into
+place only when the notebook finished without error, so a crash never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from xaiutils.execution.locks import folder_lock, remove_leftovers
+from xaiutils.execution.params import prepare_notebook
+from xaiutils.execution.paths import default_out_dir
+from xaiutils.foundation.files import move_into_place, new_partial_folder
+from xaiutils.foundation.versions import versions
+
+
+def run_notebook(
+    notebook: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    preset: str = "smoke",
+    parameters: Mapping[str, Any] | None = None,
+    kernel_name: str = "python3",
+    overwrite: bool = False,
+    progress: bool = True,
+    cwd: str | os.PathLike | None = None,
+) -> Path:
+    """Execute ``notebook`` with papermill into the run folder ``out_dir`` and return that folder.
+
+    ``preset`` and ``out_dir`` are passed to the notebook as parameters, next to ``parameters``. Unknown
+    parameter names, and values whose type differs from the parameter cell's default (or the preset's value),
+    are refused before anything runs. The folder appears only if every cell succeeded; on failure the executed
+    notebook is kept beside it as ``<out_dir>.failed.ipynb`` for inspection.
+
+    While it runs, the process holds the folder's lock (:func:`folder_lock`): a second writer of the same folder
+    stops at once with :class:`FolderBusy`. Temporary folders that an earlier, dead writer left are removed.
+    """
+    path, nb, parameters = prepare_notebook(notebook, preset, parameters)
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(preset, path.stem)
+    out_dir = out_dir.absolute()
+    with folder_lock(out_dir, wait=0):
+        remove_leftovers(out_dir)
+        return execute(path, nb, out_dir, preset, parameters, kernel_name, overwrite, progress, cwd)
+
+
+def execute(path: Path, nb, out_dir: Path, preset: str, parameters: dict[str, Any], kernel_name: str,
+             overwrite: bool, progress: bool, cwd) -> Path:
+    """The body of :func:`run_notebook`; the caller holds the lock of ``out_dir``."""
+    import nbformat
+    import papermill
+
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"run folder {out_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    partial = new_partial_folder(out_dir)
+    failed_copy = out_dir.with_name(out_dir.name + ".failed.ipynb")
+    started = time.time()
+    executed = partial / f"{path.stem}.ipynb"
+    try:
+        # A bare py:percent file carries no kernel; papermill needs one to know the language.
+        nb.metadata.setdefault("kernelspec", {"name": kernel_name, "display_name": kernel_name,
+                                              "language": "python"})
+        nb.metadata.setdefault("language_info", {"name": "python"})
+        source = partial / f"{path.stem}.source.ipynb"
+        nbformat.write(nb, source)
+        injected = {**parameters, "preset": preset, "out_dir": str(partial)}
+        papermill.execute_notebook(
+            str(source),
+            str(executed),
+            parameters=injected,
+            kernel_name=kernel_name,
+            progress_bar=progress,
+            cwd=str(cwd) if cwd is not None else None,
+            # ipykernel 7 logs a warning about TCP transport at every start; in a notebook that runs other
+            # notebooks (the grid), it lands in the rendered book once per cell. Errors still come through.
+            extra_arguments=["--log-level=ERROR"],
+        )
+        source.unlink()
+        record = {
+            "notebook": path.stem,
+            "preset": preset,
+            "parameters": parameters,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+            "seconds": round(time.time() - started, 2),
+            "versions": versions(),
+        }
+        (partial / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+        move_into_place(partial, out_dir)
+    except BaseException as error:
+        if executed.exists():
+            shutil.copyfile(executed, failed_copy)
+            if hasattr(error, "add_note") and not isinstance(error, KeyboardInterrupt):
+                error.add_note(f"executed notebook kept as {failed_copy}")
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    failed_copy.unlink(missing_ok=True)
+    return out_dir
+
+
+def describe_failure(error: BaseException) -> str:
+    """One line for an error from a notebook run: for a failing cell, the cell's error and where the executed
+    notebook was kept, without papermill's traceback."""
+    notes = [note for note in getattr(error, "__notes__", []) if note.startswith("executed notebook kept")]
+    try:
+        from papermill.exceptions import PapermillExecutionError
+    except ImportError:  # pragma: no cover - papermill is a dependency
+        PapermillExecutionError = ()  # noqa: N806
+    if isinstance(error, PapermillExecutionError):
+        cell = f" in cell {error.exec_count}" if getattr(error, "exec_count", None) else ""
+        text = f"the notebook failed{cell}: {error.ename}: {str(error.evalue).splitlines()[0] if error.evalue else ''}"
+    else:
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return "; ".join([text, *notes])
+

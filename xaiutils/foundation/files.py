@@ -1,0 +1,159 @@
+"""Files on disk, written so that no reader ever sees half of one: atomic file and folder writes, and the
+stamps that let a content hash stand without reading the data again.
+
+Every module that writes a result goes through here, so there is one recipe for each and one permission policy:
+a finished folder gets the usual permissions of the user's umask (``tempfile.mkdtemp`` makes it private).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@contextlib.contextmanager
+def signals_deferred(names=("SIGINT", "SIGTERM", "SIGHUP")) -> Iterator[None]:
+    """Hold back the delivery of stop signals to this thread for the block (where the OS allows it)."""
+    wanted = {getattr(signal, name) for name in names if hasattr(signal, name)}
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def write_atomic_with(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Call ``write(temporary_path)`` and rename the result to ``path``; on any error the temporary file is
+    removed and ``path`` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
+    """Write ``content`` to ``path`` through a temporary name and a rename, so no reader sees half a file.
+
+    Returns ``None``: notebooks end cells with this call, and a returned path would print the build machine's
+    folder in the book (``make check-book`` refuses that)."""
+    if isinstance(content, bytes):
+        write_atomic_with(path, lambda partial: partial.write_bytes(content))
+    else:
+        write_atomic_with(path, lambda partial: partial.write_text(content))
+
+
+def usual_permissions(folder: Path) -> None:
+    """Give ``folder`` the permissions a new folder gets under the user's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+
+
+def move_into_place(partial: Path, target: Path) -> None:
+    """Rename the finished folder ``partial`` to ``target``; an existing ``target`` is moved aside first and
+    deleted only after the swap, so at every moment ``target`` is either the old or the new complete folder."""
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        with signals_deferred():  # a stop between the two renames would leave no target at all
+            os.replace(target, old / target.name)
+            os.replace(partial, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(partial, target)
+
+
+def new_partial_folder(target: Path) -> Path:
+    """A fresh temporary sibling ``.NAME.partial-*`` of ``target``, with the usual permissions."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    usual_permissions(partial)
+    return partial
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder under a temporary sibling name; on success it replaces ``target`` (see
+    :func:`move_into_place`), on any error it is removed and ``target`` is left as it was."""
+    target = Path(target)
+    partial = new_partial_folder(target)
+    try:
+        yield partial
+        move_into_place(partial, target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stamps: the size and change times of the files a content hash covers, recorded when the hash was last known to
+# be right. While they match, the hash stands without reading the data; when any changed, the data are hashed
+# again (see ``xaiutils.domain.synth.dataset.load_benchmark``).
+
+STAMP_FILE = "cache/stamp.json"
+
+
+def file_stamp(folder: str | os.PathLike, names) -> dict[str, list[int]]:
+    """``{name: [size, mtime_ns, ctime_ns]}`` of files in ``folder``. ``ctime`` cannot be set back by a
+    program (as ``mtime`` can), so an edit that restores the modification time is still seen."""
+    stamp = {}
+    for name in names:
+        info = (Path(folder) / name).stat()
+        stamp[name] = [info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+    return stamp
+
+
+def stamp_matches(folder: str | os.PathLike, content_hash: str | None) -> bool:
+    """Whether ``folder``'s stamp (``cache/stamp.json``) vouches for ``content_hash``: it records that hash and
+    every file it lists still has the recorded size and change times."""
+    try:
+        stamp = json.loads((Path(folder) / STAMP_FILE).read_text())
+        files = stamp["files"]
+        return (content_hash is not None and stamp.get("content_hash") == content_hash and bool(files)
+                and file_stamp(folder, files) == files)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def write_stamp(folder: str | os.PathLike, names, content_hash: str) -> bool:
+    """Record the stamp of ``names`` for ``content_hash``; ``False`` (and nothing else) if the folder is not
+    writable: then the next reader hashes the data again."""
+    try:
+        stamp = {"content_hash": content_hash, "files": file_stamp(folder, names),
+                 "note": "size, mtime_ns, ctime_ns of the files the content hash covers, when it was last checked"}
+        write_atomic(Path(folder) / STAMP_FILE, json.dumps(stamp, indent=1) + "\n")
+        return True
+    except OSError:
+        return False
+
+
+def read_yaml_file(path: str | os.PathLike, what: str, missing_hint: str) -> Any:
+    """The content of the YAML file ``path``; one-line errors name ``what`` it is (e.g. "grid file") and the file:
+    a missing file (with ``missing_hint``: what to do instead), or invalid YAML (with its line and problem)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist; {missing_hint}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{what} {path} is not valid YAML{where} ({problem})") from None

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from xaiutils import models, train
+from xaiutils.domain import models, train
 
 
 def tiny_data(n=48, size=32, seed=0):
@@ -28,14 +28,19 @@ def test_flip_variants_follow_the_draws_of_augment_batch():
     assert torch.equal(variants[index, torch.arange(len(x))], drawn)
 
 
-@pytest.mark.parametrize("augment", ["flips", "none"])
-def test_cached_frozen_outputs_train_the_same_model(augment):
+# Without flips the cache computes the frozen outputs of all training images at once, the plain loop batch by batch:
+# with batches of 8 the convolutions then see other shapes, which on some CPUs and thread counts (one thread here)
+# round differently, and training amplifies that (measured: 11 % in the second epoch's loss). Whole-set batches
+# (32 training images) give both paths the same tensors, so the comparison is exact on any machine; that the cached
+# outputs are the frozen blocks' outputs whatever the batching is checked separately below.
+@pytest.mark.parametrize(("augment", "batch_size"), [("flips", 8), ("none", 32)])
+def test_cached_frozen_outputs_train_the_same_model(augment, batch_size):
     images, labels = tiny_data()
     results = []
     for cache in (False, True):
         model = models.build_model("mobilenet_v2", width=0.5, seed=0, dropout=0.0).freeze(3)
         history = train.fit(model, (images[:32], labels[:32]), (images[32:], labels[32:]), epochs=2, lr=1e-3,
-                            batch_size=8, patience=5, seed=1, augment=augment, lr_schedule="onecycle",
+                            batch_size=batch_size, patience=5, seed=1, augment=augment, lr_schedule="onecycle",
                             cache_frozen=cache, progress=False)
         assert history["frozen_outputs_cached"] is cache
         results.append((history, model.state_dict()))
@@ -45,6 +50,18 @@ def test_cached_frozen_outputs_train_the_same_model(augment):
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
     for key, value in plain_state.items():
         torch.testing.assert_close(cached_state[key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_frozen_outputs_of_the_whole_set_equal_those_of_its_batches():
+    """What the cache stores (one pass over all images) is what the plain loop computes batch by batch, up to
+    rounding: the two paths train on the same features."""
+    images, _ = tiny_data()
+    model = models.build_model("mobilenet_v2", width=0.5, seed=0, dropout=0.0).freeze(3).eval()
+    x = torch.from_numpy(images[:32])[:, None]
+    with torch.no_grad():
+        whole = model.features(x, stop=model.frozen_blocks)
+        batched = torch.cat([model.features(part, stop=model.frozen_blocks) for part in x.split(8)])
+    torch.testing.assert_close(batched, whole, rtol=1e-4, atol=1e-5)
 
 
 def test_frozen_blocks_do_not_change_and_the_model_comes_back_contiguous():

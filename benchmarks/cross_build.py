@@ -50,9 +50,21 @@ def isa_environment(isa: str) -> dict[str, str]:
     return ISA_ENVIRONMENTS[isa]
 
 
+def git_commit() -> str:
+    """The checkout's commit, with ``+changes`` when tracked files differ from it."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "xaiutils", "notebooks"], cwd=ROOT).returncode
+    return commit + ("+changes" if dirty else "")
+
+
 def build(isa: str, runs: Path, preset: str) -> None:
-    """Run the six notebooks at ``preset`` into ``runs`` (``$XAIBENCH_RUNS``), as the book build runs them."""
+    """Run the six notebooks at ``preset`` into ``runs`` (``$XAIBENCH_RUNS``), as the book build runs them, and
+    note in ``runs/build.json`` the setting and the commit of the code."""
     env = {**os.environ, **isa_environment(isa), "XAIBENCH_RUNS": str(runs.resolve())}
+    runs.mkdir(parents=True, exist_ok=True)
+    write_atomic(runs / "build.json", json.dumps({"isa": isa, "environment": isa_environment(isa),
+                                                  "commit": git_commit(), "preset": preset}, indent=2) + "\n")
     for notebook in NOTEBOOKS:
         if (runs / preset / notebook / "run.json").exists():
             print(f"{notebook}: finished before, kept", flush=True)
@@ -118,12 +130,31 @@ def dataset_hash(root: Path, preset: str) -> str:
 STATEMENTS = ("top_method", "n_methods_beating_baselines")
 
 
+def dataset_difference(a: Path, b: Path, preset: str) -> str:
+    """Where two datasets of the same parameters and seed differ: the pixels, by how much."""
+    import numpy as np
+
+    from xaiutils.domain.synth.dataset import load_benchmark
+
+    first, second = (load_benchmark(root / preset / "01_data" / "dataset") for root in (a, b))
+    parts = []
+    for name in ("images", "masks", "labels"):
+        x, y = (np.asarray(getattr(dataset, name), dtype=float) for dataset in (first, second))
+        if x.shape != y.shape:
+            parts.append(f"{name}: shapes {x.shape} and {y.shape}")
+            continue
+        differ = x != y
+        parts.append(f"{name}: {int(differ.sum()):,} of {x.size:,} values differ"
+                     + (f", by at most {np.abs(x - y).max():.2g}" if differ.any() else ""))
+    return "; ".join(parts)
+
+
 def verdict_rows(glue: pd.DataFrame) -> pd.DataFrame:
     statement = glue["name"].str.endswith("_verdict") | glue["name"].isin(STATEMENTS)
     return glue[statement & (glue["notebook"] == "05_regression")]
 
 
-def markdown(glue, accuracy, hashes, labels, commit) -> str:
+def markdown(glue, accuracy, hashes, difference, labels, commit) -> str:
     label_a, label_b = labels
     numeric = glue[glue["abs_difference"].notna()]
     moved = numeric[numeric["abs_difference"] > 0]
@@ -133,7 +164,7 @@ def markdown(glue, accuracy, hashes, labels, commit) -> str:
         f"{datetime.date.today().isoformat()} with `benchmarks/cross_build.py`.",
         "",
         f"- Dataset content hash: `{hashes[0][:12]}` and `{hashes[1][:12]}`"
-        + (" (identical: synthesis is NumPy, seeded)." if hashes[0] == hashes[1] else " (they differ)."),
+        + (" (identical)." if hashes[0] == hashes[1] else f" (they differ: {difference})."),
         f"- Grid: {int((accuracy['abs_difference'] > 0).sum())} of {len(accuracy)} runs changed test accuracy; "
         f"largest change {accuracy['abs_difference'].max():.3f}, mean {accuracy['abs_difference'].mean():.3f}.",
         f"- Glued numbers: {len(moved)} of {len(numeric)} moved; glued texts: "
@@ -163,13 +194,19 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(handle.name, path)
 
 
-def compare(a: Path, b: Path, labels, preset: str, markdown_path: Path | None, record_path: Path | None) -> None:
+def compare(a: Path, b: Path, labels, preset: str, markdown_path: Path | None, record_path: Path | None,
+            commit: str | None = None) -> None:
     glue = compare_glue(a, b, preset)
     accuracy = compare_accuracy(a, b, preset)
     hashes = (dataset_hash(a, preset), dataset_hash(b, preset))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
-    text = markdown(glue, accuracy, hashes, labels, commit)
+    if commit is None:
+        commits = {json.loads((root / "build.json").read_text())["commit"] for root in (a, b)
+                   if (root / "build.json").exists()}
+        if len(commits) > 1:
+            raise SystemExit(f"the two builds ran different code ({' and '.join(sorted(commits))}): not comparable")
+        commit = commits.pop() if commits else "unknown"
+    difference = dataset_difference(a, b, preset) if hashes[0] != hashes[1] else ""
+    text = markdown(glue, accuracy, hashes, difference, labels, commit)
     print(text)
     if markdown_path:
         write_atomic(markdown_path, text)
@@ -197,11 +234,13 @@ def main(argv=None) -> int:
     both.add_argument("--preset", default="book")
     both.add_argument("--markdown", type=Path, default=None)
     both.add_argument("--record", type=Path, default=None)
+    both.add_argument("--commit", default=None,
+                      help="the commit the builds ran (default: from their build.json, which `build` writes)")
     args = parser.parse_args(argv)
     if args.command == "build":
         build(args.isa, args.runs, args.preset)
     else:
-        compare(args.a, args.b, args.labels, args.preset, args.markdown, args.record)
+        compare(args.a, args.b, args.labels, args.preset, args.markdown, args.record, args.commit)
     return 0
 
 

@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a notebook parameter; VALUE is read as YAML (3, 0.5, [1, 2], null, text)",
     )
     run.add_argument("--out", default=None, help="run folder (default: runs/<preset>/<notebook>)")
-    run.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace an existing run folder (only a run folder or an empty folder; anything else is "
+                          "refused)")
     run.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: python3)")
     run.add_argument("--cluster", default=None, metavar="SPEC",
                      help="Dask scheduler address or cluster spec YAML, handed to the notebook's 'cluster' parameter "

@@ -21,6 +21,8 @@ from xaiutils.execution.paths import default_out_dir
 from xaiutils.foundation.files import move_into_place, new_partial_folder
 from xaiutils.foundation.versions import versions
 
+RECORD_FILE = "run.json"  # written last into a run folder; with the executed notebook, what marks one
+
 
 def run_notebook(
     notebook: str | os.PathLike,
@@ -58,6 +60,8 @@ def execute(path: Path, nb, out_dir: Path, preset: str, parameters: dict[str, An
 
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"run folder {out_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    if out_dir.exists():
+        check_replaceable(out_dir)
     partial = new_partial_folder(out_dir)
     failed_copy = out_dir.with_name(out_dir.name + ".failed.ipynb")
     started = time.time()
@@ -90,7 +94,7 @@ def execute(path: Path, nb, out_dir: Path, preset: str, parameters: dict[str, An
             "seconds": round(time.time() - started, 2),
             "versions": versions(),
         }
-        (partial / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+        (partial / RECORD_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
         move_into_place(partial, out_dir)
     except BaseException as error:
         if executed.exists():
@@ -101,6 +105,25 @@ def execute(path: Path, nb, out_dir: Path, preset: str, parameters: dict[str, An
         raise
     failed_copy.unlink(missing_ok=True)
     return out_dir
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a run folder this runner wrote: it holds ``run.json`` and an executed notebook
+    (``*.ipynb``) beside it. (``run.json`` itself may be damaged: the grid replaces such a cell.)"""
+    return (folder.is_dir() and (folder / RECORD_FILE).is_file()
+            and any(path.is_file() for path in folder.glob("*.ipynb")))
+
+
+def check_replaceable(out_dir: Path) -> None:
+    """Refuse, deleting nothing, to replace ``out_dir`` unless it is a run folder (:func:`is_run_folder`) or an
+    empty folder: ``--overwrite`` must never delete a folder of the user's that only shares the name."""
+    if out_dir.is_dir() and (is_run_folder(out_dir) or not any(out_dir.iterdir())):
+        return
+    why = ("it is a file, not a folder" if not out_dir.is_dir() else
+           f"it holds no {RECORD_FILE} and executed notebook, as a run folder does")
+    raise FileExistsError(f"--overwrite replaces only a run folder (one holding {RECORD_FILE} and the executed "
+                          f"notebook) or an empty folder; {out_dir} is not a run folder ({why}); nothing was "
+                          "deleted: give another --out, or move that folder away yourself")
 
 
 def describe_failure(error: BaseException) -> str:

@@ -104,6 +104,7 @@ out_dir = None
 
 # %%
 config = resolve_from("explain", preset, globals())
+explain.check_methods(config["methods"])  # unknown or repeated method names are refused before any work
 control_maps = explain.control_map_names()  # the model-free maps every method must beat
 data_dir = Path(data_dir) if data_dir is not None else default_out_dir(preset, "01_data") / "dataset"
 grid_dir = Path(grid_dir) if grid_dir is not None else default_out_dir(preset, "03_finetune") / "grid"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from test_reliability import ROOT, one_line
 
+from xaiutils.__main__ import main
 from xaiutils.execution.runner import run_notebook
 
 # A notebook that writes one file and finishes at once.
@@ -71,3 +72,28 @@ def test_case1_overwrite_still_replaces_a_run_folder_and_an_empty_folder(tmp_pat
     assert (empty / "result.txt").read_text() == "first" and (empty / "run.json").is_file()
     run_notebook(notebook, out_dir=empty, overwrite=True, progress=False, parameters={"text": "second"})
     assert (empty / "result.txt").read_text() == "second"
+
+
+# --------------------------------------------------------------------------------- case 4: duplicate method names
+
+
+def test_case4_duplicate_methods_are_refused_naming_them_before_any_work(tmp_path, capsys, monkeypatch):
+    from xaiutils.analysis import evaluate
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the method list was checked")
+
+    monkeypatch.setattr(evaluate, "explain_grid", no_work)
+    monkeypatch.setattr(evaluate, "load_run", no_work)
+    code = main(["evaluate", "--method", "tools.py:flat", "--preset", "smoke", "--grid-dir", str(tmp_path / "grid"),
+                 "--data-dir", str(tmp_path / "dataset"), "--out", str(tmp_path / "out"),
+                 "-p", "methods", "[saliency, saliency, sobel]"])
+    assert code == 2
+    line = one_line(capsys.readouterr().err)
+    assert "methods list a method more than once: saliency ('saliency', 'saliency')" in line
+    assert not (tmp_path / "out").exists()
+    # aliases count as their method; the grid's own entry point refuses the same list
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"more than once: grad_cam \('grad_cam', 'Grad-CAM'\)"):
+        evaluate.explain_grid(tmp_path / "grid", ["none-k0-s0"], tmp_path / "dataset", [0],
+                              ["grad_cam", "Grad-CAM", "sobel"], ["emd_score"])

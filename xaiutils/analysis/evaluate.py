@@ -136,6 +136,7 @@ def explain_grid(grid_dir, run_names, data_dir, images: np.ndarray, methods, met
     spread over the whole cluster; ``workers`` is then ignored.
     """
     workers = check_workers(workers)
+    explain.check_methods(methods)
     grid_dir, run_names = Path(grid_dir), list(run_names)
     tables, maps = {}, None
     bar = tqdm(total=len(run_names), desc="runs explained", disable=not progress)

@@ -168,6 +168,7 @@ def evaluate_methods(user_methods, preset: str = "book", grid_dir=None, data_dir
     from xaiutils.analysis import difficulty, sanity
 
     config = resolve("explain", preset, **overrides)
+    explain.check_methods(config["methods"])  # a method listed twice is refused before any work
     entries = plugins.parse_entries(user_methods)
     data_dir = Path(data_dir) if data_dir is not None else default_out_dir(preset, "01_data") / "dataset"
     grid_dir = Path(grid_dir) if grid_dir is not None else default_out_dir(preset, "03_finetune") / "grid"

@@ -33,6 +33,7 @@ from xaiutils.domain.explain.base import (
     Method,
     attribute,
     check_applicable,
+    check_methods,
     control_map_names,
     method_table,
     methods_by_cost,
@@ -48,7 +49,8 @@ from xaiutils.domain.explain.runtime import reduce_channels as _reduce
 from xaiutils.domain.explain.runtime import seeded as _seeded
 
 __all__ = ["COST_CLASSES", "KINDS", "METHODS", "CaptumMethod", "ControlMap", "HookedMethod", "Method", "NotApplicable",
-           "attribute", "check_applicable", "control_map_names", "full_fp32", "method_table", "methods_by_cost",
+           "attribute", "check_applicable", "check_methods", "control_map_names", "full_fp32", "method_table",
+           "methods_by_cost",
            "register", "resolve_method", "unregister"]
 _PRIVATE_FOR_PLUGINS = (_as_images, _as_targets, _reduce, _seeded)  # xaiutils.domain.plugins uses these names
 

@@ -178,6 +178,24 @@ def resolve_method(method: str) -> str:
     return key
 
 
+def check_methods(methods) -> list[str]:
+    """``methods`` as given, once every name is known to the registry and names no method twice (aliases count as
+    their method: ``[saliency, Saliency]`` is a duplicate). A method listed twice would be scored twice and narrow
+    the leaderboard's intervals, so it is refused, naming the duplicates, before any work."""
+    if isinstance(methods, str) or not all(isinstance(method, str) for method in methods):
+        raise ValueError(f"methods must be a list of method names, got {methods!r}; valid methods: "
+                         f"{', '.join(METHODS)}")
+    methods = list(methods)
+    canonical = [resolve_method(method) for method in methods]
+    repeated = {name: [given for given, key in zip(methods, canonical, strict=True) if key == name]
+                for name in dict.fromkeys(canonical) if canonical.count(name) > 1}
+    if repeated:
+        listed = "; ".join(f"{name} ({', '.join(map(repr, given))})" for name, given in repeated.items())
+        raise ValueError(f"methods list a method more than once: {listed}; each method is scored once, so list it "
+                         f"once (got {methods})")
+    return methods
+
+
 def methods_by_cost(*costs: str) -> list[str]:
     """Names of the registered methods in the given cost classes (all, without any), in registry order."""
     for cost in costs:

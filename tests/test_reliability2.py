@@ -12,11 +12,16 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import test_evaluate  # the tests folder is on sys.path under pytest (rootdir import mode)
 from test_reliability import ROOT, one_line
 
 from xaiutils.__main__ import main
+from xaiutils.domain import plugins
 from xaiutils.execution.runner import run_notebook
+
+tiny_grid = test_evaluate.tiny_grid
 
 # A notebook that writes one file and finishes at once.
 TINY_NOTEBOOK = textwrap.dedent(
@@ -97,3 +102,32 @@ def test_case4_duplicate_methods_are_refused_naming_them_before_any_work(tmp_pat
     with pytest.raises(ValueError, match=r"more than once: grad_cam \('grad_cam', 'Grad-CAM'\)"):
         evaluate.explain_grid(tmp_path / "grid", ["none-k0-s0"], tmp_path / "dataset", [0],
                               ["grad_cam", "Grad-CAM", "sobel"], ["emd_score"])
+
+
+# ------------------------------------------------------------------------ case 6: sys.exit in a user's method
+
+
+def write_accuracy(grid: Path, runs=("none-k0-s0", "none-k0-s1")) -> None:
+    pd.DataFrame({"run": list(runs), "test_accuracy": [0.5, 0.75][: len(runs)]}).to_csv(grid / "accuracy.csv",
+                                                                                       index=False)
+
+
+def test_case6_a_method_calling_sys_exit_is_refused_with_a_non_zero_exit_code(tiny_grid, tmp_path):
+    root, data_dir, _ = tiny_grid
+    write_accuracy(root / "grid")
+    methods_file = tmp_path / "quitting.py"
+    methods_file.write_text("import sys\n\n\ndef quits(model, images, target):\n    sys.exit(0)\n")
+    out = tmp_path / "board"
+    result = subprocess.run([sys.executable, "-m", "xaiutils", "evaluate", "--method", f"{methods_file}:quits",
+                             "--preset", "smoke", "--grid-dir", str(root / "grid"), "--data-dir", str(data_dir),
+                             "--out", str(out), "-p", "methods", "[input]"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert one_line(result.stderr).startswith("error: method 'quits' called sys.exit(0) on a batch of 2 images")
+    assert not out.exists()
+    # sys.exit while the method file is imported is refused the same way
+    (tmp_path / "exits_on_import.py").write_text("import sys\nsys.exit(3)\n\n\ndef method(model, images, target):\n"
+                                                  "    return images[:, 0]\n")
+    entry = plugins.parse_entries([f"{tmp_path / 'exits_on_import.py'}:method"])[0]
+    with pytest.raises(plugins.InvalidMethod, match=r"called sys.exit\(3\) while it was imported"):
+        plugins.load(entry)

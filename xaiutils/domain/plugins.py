@@ -126,6 +126,10 @@ def load(entry: dict[str, Any]):
             sys.modules[module_name] = module
             try:
                 module_spec.loader.exec_module(module)
+            except SystemExit as error:
+                del sys.modules[module_name]
+                raise InvalidMethod(f"method file {path} called sys.exit({error.code!r}) while it was imported "
+                                    f"(method {entry['name']!r}); a method file must only define functions") from None
             except BaseException:
                 del sys.modules[module_name]
                 raise
@@ -233,6 +237,10 @@ def call(method, entry: dict[str, Any], model: torch.nn.Module, images, targets,
                 maps = method(model, images.clone(), targets.clone(), **entry["settings"])
             except InvalidMethod:
                 raise
+            except SystemExit as error:  # sys.exit() in a method would end the whole command with its code
+                raise InvalidMethod(f"method {name!r} called sys.exit({error.code!r}) on a batch of "
+                                    f"{images.shape[0]} images; a method must return maps, not end the "
+                                    "program") from None
             except Exception as error:
                 raise InvalidMethod(_one_line(f"method {name!r} failed on a batch of {images.shape[0]} images: "
                                               f"{type(error).__name__}: {error}")) from error

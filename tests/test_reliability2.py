@@ -131,3 +131,55 @@ def test_case6_a_method_calling_sys_exit_is_refused_with_a_non_zero_exit_code(ti
     entry = plugins.parse_entries([f"{tmp_path / 'exits_on_import.py'}:method"])[0]
     with pytest.raises(plugins.InvalidMethod, match=r"called sys.exit\(3\) while it was imported"):
         plugins.load(entry)
+
+
+# ------------------------------------------------------------- case 2: a result set is written whole or not at all
+
+EVALUATE_OPTIONS = ["--preset", "smoke", "-p", "methods", "[input, sobel]", "-p", "metrics",
+                    "[emd_score, importance_mass_accuracy]", "-p", "n_test_images", "4", "-p", "resolution", "16",
+                    "-p", "selection", "all", "-p", "n_boot", "20", "-p", "sanity_images", "2",
+                    "-p", "sanity_stages", "1", "-p", "workers", "1"]
+
+
+def flat_method(tmp_path: Path) -> str:
+    (tmp_path / "flat.py").write_text("def flat(model, images, target):\n    return images[:, 0] + 1.0\n")
+    return f"{tmp_path / 'flat.py'}:flat"
+
+
+def test_case2_a_full_disk_while_evaluate_writes_leaves_the_previous_result_set(tiny_grid, tmp_path, capsys,
+                                                                                 monkeypatch):
+    monkeypatch.setenv("LOKY_MAX_CPU_COUNT", "1")
+    root, data_dir, _ = tiny_grid
+    write_accuracy(root / "grid")
+    out = tmp_path / "board"
+    out.mkdir()
+    previous = {name: f"previous {name}\n" for name in ("scores.csv", "sanity.csv", "leaderboard.csv")}
+    for name, text in previous.items():
+        (out / name).write_text(text)
+    written = []
+    to_csv = pd.DataFrame.to_csv
+
+    def disk_fills_up(self, *args, **kwargs):  # the second table written finds the disk full
+        written.append(len(self))
+        if len(written) == 2:
+            raise OSError(28, "No space left on device")
+        return to_csv(self, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", disk_fills_up)
+    arguments = ["evaluate", "--method", flat_method(tmp_path), "--grid-dir", str(root / "grid"), "--data-dir",
+                 str(data_dir), "--out", str(out), *EVALUATE_OPTIONS]
+    with pytest.raises(OSError, match="No space left"):
+        main(arguments)
+    assert {path.name: path.read_text() for path in out.iterdir()} == previous  # the old set, complete
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["board", "flat.py"]  # no temporary folder left
+    monkeypatch.undo()
+    monkeypatch.setenv("LOKY_MAX_CPU_COUNT", "1")
+    assert main(arguments) == 0
+    assert sorted(path.name for path in out.iterdir()) == ["leaderboard.csv", "sanity.csv", "scores.csv"]
+    assert "flat" in pd.read_csv(out / "leaderboard.csv")["method"].tolist()
+    # a folder holding anything else is not replaced: refused before any work, nothing deleted
+    (out / "thesis.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(arguments) == 2
+    assert "holds files evaluate did not write (thesis.txt)" in one_line(capsys.readouterr().err)
+    assert (out / "thesis.txt").read_text() == "mine"

@@ -28,7 +28,7 @@ from xaiutils.domain import explain, metrics, plugins
 from xaiutils.domain.synth.dataset import load_benchmark
 from xaiutils.execution.paths import default_out_dir
 from xaiutils.foundation.config import resolve
-from xaiutils.foundation.files import write_atomic
+from xaiutils.foundation.files import atomic_folder
 
 
 def higher_is_better(metric: str) -> bool:
@@ -161,8 +161,10 @@ def evaluate_methods(user_methods, preset: str = "book", grid_dir=None, data_dir
     :class:`plugins.InvalidMethod` if it breaks the contract, before anything is scored. Then every run of the grid
     is explained and scored (:func:`evaluate.explain_grid`), the sanity check runs on the most accurate run
     (:func:`sanity.model_randomisation`), and ``scores.csv``, ``sanity.csv`` and ``leaderboard.csv`` are written
-    atomically to ``out_dir`` (default ``runs/<preset>/evaluate``). ``overrides``: notebook 4's parameters of
-    the ``explain`` preset section (``methods``, ``metrics``, ``n_test_images``, ``workers`` …).
+    as one folder ``out_dir`` (default ``runs/<preset>/evaluate``), built under a temporary name and swapped in whole,
+    so a failure while writing leaves the previous set or none; ``out_dir`` must be new, empty or such a set.
+    ``overrides``: notebook 4's parameters of the ``explain`` preset section (``methods``, ``metrics``,
+    ``n_test_images``, ``workers`` …).
     Returns the leaderboard.
     """
     from xaiutils.analysis import difficulty, sanity
@@ -173,6 +175,7 @@ def evaluate_methods(user_methods, preset: str = "book", grid_dir=None, data_dir
     data_dir = Path(data_dir) if data_dir is not None else default_out_dir(preset, "01_data") / "dataset"
     grid_dir = Path(grid_dir) if grid_dir is not None else default_out_dir(preset, "03_finetune") / "grid"
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(preset, "evaluate")
+    check_output_folder(out_dir)
     for path, made_by in ((data_dir, "notebook 1"), (grid_dir / "accuracy.csv", "the grid (notebook 3)")):
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist; it is made by {made_by} (make book, or give "
@@ -199,6 +202,22 @@ def evaluate_methods(user_methods, preset: str = "book", grid_dir=None, data_dir
                                 seed=config["seed"])
     board = build(scores, config["metrics"], config["selection"], sanity=verdicts,
                   user_names=[entry["name"] for entry in entries], n_boot=config["n_boot"], seed=config["seed"])
-    for name, table in zip(OUTPUT_FILES, (scores, cascade.assign(run=best_run), board), strict=True):
-        write_atomic(out_dir / name, table.to_csv(index=False))
+    # One result set, swapped in whole: a failure while writing (a full disk) leaves the previous set or nothing.
+    with atomic_folder(out_dir) as partial:
+        for name, table in zip(OUTPUT_FILES, (scores, cascade.assign(run=best_run), board), strict=True):
+            (partial / name).write_text(table.to_csv(index=False))
     return board
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """``evaluate`` replaces its output folder as a whole (:func:`atomic_folder`), so the folder must be new, empty
+    or an earlier result set (:data:`OUTPUT_FILES` and nothing else); any other is refused before any work."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise FileExistsError(f"output folder {out_dir} is a file; give --out a folder")
+    others = sorted(path.name for path in out_dir.iterdir() if path.name not in OUTPUT_FILES)
+    if others:
+        raise FileExistsError(f"output folder {out_dir} holds files evaluate did not write ({', '.join(others[:5])}"
+                              f"{' …' if len(others) > 5 else ''}); evaluate replaces its folder as a whole, so give "
+                              f"--out a new folder (or one holding only {', '.join(OUTPUT_FILES)})")

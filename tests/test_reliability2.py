@@ -18,6 +18,7 @@ import test_evaluate  # the tests folder is on sys.path under pytest (rootdir im
 from test_reliability import ROOT, one_line
 
 from xaiutils.__main__ import main
+from xaiutils.analysis import evaluate
 from xaiutils.domain import plugins
 from xaiutils.execution.runner import run_notebook
 
@@ -183,3 +184,32 @@ def test_case2_a_full_disk_while_evaluate_writes_leaves_the_previous_result_set(
     assert main(arguments) == 2
     assert "holds files evaluate did not write (thesis.txt)" in one_line(capsys.readouterr().err)
     assert (out / "thesis.txt").read_text() == "mine"
+
+
+# -------------------------------------------------------------------- case 3: accuracy.csv checked against the grid
+
+
+def test_case3_a_truncated_accuracy_table_is_refused_naming_the_missing_runs(tiny_grid, tmp_path, capsys,
+                                                                               monkeypatch):
+    monkeypatch.setenv("LOKY_MAX_CPU_COUNT", "1")
+    root, data_dir, _ = tiny_grid
+    grid = root / "grid"
+    write_accuracy(grid, runs=["none-k0-s0"])  # the second row cut off
+    out = tmp_path / "board"
+    try:
+        code = main(["evaluate", "--method", flat_method(tmp_path), "--grid-dir", str(grid), "--data-dir",
+                     str(data_dir), "--out", str(out), *EVALUATE_OPTIONS])
+        line = one_line(capsys.readouterr().err)
+        assert code == 2 and not out.exists()
+        assert f"{grid / 'accuracy.csv'} does not match its grid folder: it lacks 1 of the 2 finished runs " \
+               "(none-k0-s1)" in line and "python -m xaiutils grid --preset smoke" in line
+        (grid / "accuracy.csv").write_text("")  # emptied
+        with pytest.raises(ValueError, match="accuracy.csv is not a readable table"):
+            evaluate.read_accuracy(grid)
+        write_accuracy(grid, runs=["none-k0-s0", "none-k0-s0"])
+        with pytest.raises(ValueError, match="lacks 1 of the 2 finished runs .none-k0-s1.; it lists none-k0-s0 "
+                                             "more than once"):
+            evaluate.read_accuracy(grid)
+    finally:
+        write_accuracy(grid)
+    assert evaluate.read_accuracy(grid)["run"].tolist() == ["none-k0-s0", "none-k0-s1"]

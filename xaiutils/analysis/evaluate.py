@@ -36,6 +36,48 @@ def load_run(run_dir: str | Path):
     return record.load_model(run_dir), record.sidecar(), record.predictions
 
 
+ACCURACY_FILE = "accuracy.csv"
+
+
+def read_accuracy(grid_dir, preset: str = "book") -> pd.DataFrame:
+    """The grid's ``accuracy.csv``, checked against the grid folder it describes.
+
+    The rule: the file lists every finished run folder of ``grid_dir`` (a folder holding ``model.json``) once, and
+    nothing else. A truncated or stale file (runs missing, runs listed twice or without a folder) is refused with
+    the runs named, before anything is scored: the runs it left out would silently drop out of every result.
+    """
+    from xaiutils.execution.run_record import SIDECAR_FILE
+
+    grid_dir = Path(grid_dir)
+    path = grid_dir / ACCURACY_FILE
+    again = (f"collect it again with python -m xaiutils grid --preset {preset} --out {grid_dir} (finished cells are "
+             "skipped)")
+    try:
+        accuracy = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not a readable table ({str(error).splitlines()[0]}); {again}") from None
+    for column in ("run", "test_accuracy"):
+        if column not in accuracy.columns:
+            raise ValueError(f"{path} has no column {column!r} (columns: {', '.join(accuracy.columns)}); {again}")
+    finished = sorted(folder.name for folder in grid_dir.iterdir()
+                      if folder.is_dir() and not folder.name.startswith(".") and (folder / SIDECAR_FILE).is_file())
+    listed = accuracy["run"].astype(str).tolist()
+    problems = []
+    missing = [name for name in finished if name not in listed]
+    if missing:
+        problems.append(f"lacks {len(missing)} of the {len(finished)} finished runs ({', '.join(missing)})")
+    twice = sorted({name for name in listed if listed.count(name) > 1})
+    if twice:
+        problems.append(f"lists {', '.join(twice)} more than once")
+    unknown = [name for name in listed if name not in finished]
+    if unknown:
+        problems.append(f"lists {', '.join(unknown)}, which the folder holds no finished run of")
+    if problems:
+        raise ValueError(f"{path} does not match its grid folder: it {'; it '.join(problems)} (it must list every "
+                         f"finished run folder, those holding {SIDECAR_FILE}, once and nothing else); {again}")
+    return accuracy
+
+
 class ExplainedRun(NamedTuple):
     """What :func:`explain_run` gives: the tidy ``table`` of scores, and the ``maps`` (``{method: maps}``, for
     figures) when they were asked for, else ``None``."""

@@ -7,6 +7,7 @@ One test (or a few) per numbered case of the issue; each failed on the code befo
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -15,14 +16,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import test_evaluate  # the tests folder is on sys.path under pytest (rootdir import mode)
+import test_reliability
 from test_reliability import ROOT, one_line
 
 from xaiutils.__main__ import main
 from xaiutils.analysis import evaluate
 from xaiutils.domain import plugins
+from xaiutils.execution.grid import run_grid
 from xaiutils.execution.runner import run_notebook
 
 tiny_grid = test_evaluate.tiny_grid
+tiny_dataset, dataset_copy = test_reliability.tiny_dataset, test_reliability.dataset_copy
 
 # A notebook that writes one file and finishes at once.
 TINY_NOTEBOOK = textwrap.dedent(
@@ -213,3 +217,52 @@ def test_case3_a_truncated_accuracy_table_is_refused_naming_the_missing_runs(tin
     finally:
         write_accuracy(grid)
     assert evaluate.read_accuracy(grid)["run"].tolist() == ["none-k0-s0", "none-k0-s1"]
+
+
+# --------------------------------------------------------------- case 7: damaged files of a finished grid cell
+
+# The grid tests' stand-in for notebook 3, writing the weights and predictions a real cell writes too.
+FAKE_CELL = test_reliability.FAKE_FINETUNE + textwrap.dedent(
+    """\
+    from pathlib import Path
+    (Path(out_dir) / "model.pt").write_bytes(bytes(range(256)) * 64)
+    (Path(out_dir) / "predictions.csv").write_text("image,split,label,prob_class1,predicted,correct\\n"
+                                                   "0,test,1,0.9,1,True\\n")
+    """
+)
+
+
+def damage_in_place(path: Path) -> None:
+    """Flip one byte, keeping the size and the modification time."""
+    info = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+@pytest.mark.slow
+def test_case7_a_damaged_file_of_a_finished_cell_is_found_and_the_cell_runs_again(tmp_path, dataset_copy, capfd):
+    notebook, log, out = tmp_path / "fake_cell.py", tmp_path / "executions.log", tmp_path / "grid"
+    notebook.write_text(FAKE_CELL)
+    spec = {"sources": ["none"], "n_pretrained_blocks": {"none": [0]}, "seeds": [0]}
+    parameters = {"log_file": str(log), "data_dir": str(dataset_copy)}
+
+    def grid():
+        return run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, parameters=parameters)
+
+    grid()
+    grid()
+    assert log.read_text().split() == ["none-k0-s0"], "an intact finished cell is skipped"
+    cell = out / "none-k0-s0"
+    damage_in_place(cell / "model.pt")
+    grid()
+    assert log.read_text().split() == ["none-k0-s0"] * 2, "the cell with a damaged model.pt ran again"
+    assert "grid: cell none-k0-s0 is damaged (model.pt changed since it was written" in capfd.readouterr().err
+    assert (cell / "model.pt").read_bytes() == bytes(range(256)) * 64
+    (cell / "predictions.csv").write_text("image,split,la")  # truncated
+    grid()
+    assert log.read_text().split() == ["none-k0-s0"] * 3
+    assert "(predictions.csv changed since it was written" in capfd.readouterr().err
+    grid()
+    assert log.read_text().split() == ["none-k0-s0"] * 3, "the repaired cell is skipped again"

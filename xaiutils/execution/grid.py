@@ -25,7 +25,13 @@ from xaiutils.execution.params import prepare_notebook
 from xaiutils.execution.paths import default_out_dir
 from xaiutils.execution.run_record import RunRecord
 from xaiutils.execution.runner import execute
-from xaiutils.foundation.files import read_yaml_file, write_atomic
+from xaiutils.foundation.files import (
+    CHECKSUMS_FILE,
+    changed_files,
+    read_yaml_file,
+    record_checksums,
+    write_atomic,
+)
 
 GRID_KEYS = ("sources", "n_pretrained_blocks", "seeds")
 
@@ -84,9 +90,28 @@ def cell_name(cell: Mapping[str, Any]) -> str:
     return f"{cell['source']}-k{cell['n_pretrained_blocks']}-s{cell['seed']}"
 
 
+def cell_files(folder: Path) -> list[str]:
+    """The files of a cell's run folder that its checksums cover: every top-level file but the records written
+    after them (``inputs.json``, ``checksums.json``)."""
+    return sorted(path.name for path in folder.iterdir()
+                  if path.is_file() and path.name not in (INPUTS_FILE, CHECKSUMS_FILE))
+
+
+def damaged_files(folder: Path) -> list[str]:
+    """The files of a finished cell that changed since it was written (size or SHA-256, :func:`changed_files`);
+    a cell without a readable record of them counts as damaged (``checksums.json``)."""
+    changed = changed_files(folder)
+    return [CHECKSUMS_FILE] if changed is None else changed
+
+
 def is_finished(folder: Path, parameters: Mapping[str, Any], inputs: Mapping[str, Any] | None = None) -> bool:
     """A run folder is finished when it holds ``run.json`` recorded with exactly these parameters (and, when
-    ``inputs`` is given, ``inputs.json`` recorded with exactly these input fingerprints)."""
+    ``inputs`` is given, ``inputs.json`` recorded with exactly these input fingerprints), and its files still have
+    the size and SHA-256 recorded when it was written (:func:`damaged_files`)."""
+    return _recorded_as(folder, parameters, inputs) and not damaged_files(folder)
+
+
+def _recorded_as(folder: Path, parameters: Mapping[str, Any], inputs: Mapping[str, Any] | None) -> bool:
     record = folder / "run.json"
     if not record.is_file():
         return False
@@ -112,12 +137,17 @@ def run_grid_cell(folder: Path, cell_parameters: dict[str, Any], inputs: Mapping
     ``prepare(cell_parameters)`` gives ``(path, notebook)``. Raises :class:`FolderBusy` when another live process
     holds the lock beyond ``wait`` seconds."""
     with folder_lock(folder, wait=wait):
-        if is_finished(folder, cell_parameters, inputs):
-            return False
+        if _recorded_as(folder, cell_parameters, inputs):
+            damaged = damaged_files(folder)
+            if not damaged:
+                return False
+            print(f"grid: cell {folder.name} is damaged ({', '.join(damaged)} changed since it was written: size or "
+                  "SHA-256 differ, or missing); running it again", file=sys.stderr, flush=True)
         path, nb = prepare(cell_parameters)
         remove_leftovers(folder)
         execute(path, nb, folder, preset, cell_parameters, "python3", True, False, None)
         # Written after the folder is in place: a crash in between leaves the cell unfinished, so it runs again.
+        record_checksums(folder, cell_files(folder))
         write_atomic(folder / INPUTS_FILE, json.dumps(inputs, indent=2) + "\n")
         return True
 
@@ -138,9 +168,11 @@ def run_grid(
 
     Each cell is one run folder ``<out_dir>/<source>-k<k>-s<seed>``, built atomically by :func:`run_notebook`.
     A cell whose folder holds ``run.json`` with the same parameters, and ``inputs.json`` with the same
-    fingerprint (:func:`input_fingerprint`: inputs, resolved settings and code), is skipped, so an interrupted grid
-    resumes where it stopped; a cell recorded with other parameters or another fingerprint is run again and
-    replaced. ``parameters`` are passed to every cell (e.g. ``epochs``, ``data_dir``).
+    fingerprint (:func:`input_fingerprint`: inputs, resolved settings and code), and whose files still have the size
+    and SHA-256 recorded in ``checksums.json`` when it was written, is skipped, so an interrupted grid
+    resumes where it stopped; a cell recorded with other parameters or another fingerprint, or whose files were
+    damaged since (``model.pt``, ``predictions.csv`` …, named on stderr), is run again and replaced. ``parameters``
+    are passed to every cell (e.g. ``epochs``, ``data_dir``).
 
     Before any cell starts, the grid spec, the parameters' names and types (before the first cell that must
     run) and (``check_inputs``) the inputs are checked: the dataset must exist and match its card by content

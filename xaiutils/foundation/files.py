@@ -144,6 +144,68 @@ def write_stamp(folder: str | os.PathLike, names, content_hash: str) -> bool:
         return False
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Checksums: the size and SHA-256 of a finished folder's files, recorded when it was written, so that a file damaged
+# later (truncated, overwritten, deleted) is found before the folder is trusted. A stamp over the same files (above)
+# vouches for the record while nothing was touched, so checking an untouched folder reads no data.
+
+CHECKSUMS_FILE = "checksums.json"
+
+
+def file_checksums(folder: str | os.PathLike, names) -> dict[str, list]:
+    """``{name: [size, sha256]}`` of files in ``folder``."""
+    import hashlib
+
+    checksums = {}
+    for name in names:
+        digest = hashlib.sha256()
+        with open(Path(folder) / name, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+        checksums[name] = [(Path(folder) / name).stat().st_size, digest.hexdigest()]
+    return checksums
+
+
+def _checksums_hash(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def record_checksums(folder: str | os.PathLike, names) -> None:
+    """Record the size and SHA-256 of ``names`` in ``folder/checksums.json`` (atomically), and a stamp that vouches
+    for the record while the files are untouched."""
+    names = sorted(names)
+    text = json.dumps({"files": file_checksums(folder, names),
+                       "note": "size and sha256 of the folder's files when it was written"}, indent=1) + "\n"
+    write_atomic(Path(folder) / CHECKSUMS_FILE, text)
+    write_stamp(folder, names, _checksums_hash(text))
+
+
+def changed_files(folder: str | os.PathLike) -> list[str] | None:
+    """The files of ``folder`` whose size or SHA-256 differ from ``checksums.json`` (a missing file included), ``[]``
+    when none does, ``None`` when the folder has no readable record. Files are hashed only when the stamp no longer
+    vouches for them; a folder found intact gets a fresh stamp (when it is writable)."""
+    try:
+        text = (Path(folder) / CHECKSUMS_FILE).read_text()
+        recorded = json.loads(text)["files"]
+        names = sorted(recorded)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if names and stamp_matches(folder, _checksums_hash(text)):
+        return []
+    changed = []
+    for name in names:
+        try:
+            if file_checksums(folder, [name])[name] != list(recorded[name]):
+                changed.append(name)
+        except (OSError, TypeError):
+            changed.append(name)
+    if not changed and names:
+        write_stamp(folder, names, _checksums_hash(text))
+    return changed
+
+
 def read_yaml_file(path: str | os.PathLike, what: str, missing_hint: str) -> Any:
     """The content of the YAML file ``path``; one-line errors name ``what`` it is (e.g. "grid file") and the file:
     a missing file (with ``missing_hint``: what to do instead), or invalid YAML (with its line and problem)."""

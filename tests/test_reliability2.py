@@ -24,6 +24,7 @@ from xaiutils.analysis import evaluate
 from xaiutils.domain import plugins
 from xaiutils.execution.grid import run_grid
 from xaiutils.execution.runner import run_notebook
+from xaiutils.foundation import files
 
 tiny_grid = test_evaluate.tiny_grid
 tiny_dataset, dataset_copy = test_reliability.tiny_dataset, test_reliability.dataset_copy
@@ -266,3 +267,25 @@ def test_case7_a_damaged_file_of_a_finished_cell_is_found_and_the_cell_runs_agai
     assert "(predictions.csv changed since it was written" in capfd.readouterr().err
     grid()
     assert log.read_text().split() == ["none-k0-s0"] * 3, "the repaired cell is skipped again"
+
+
+def test_case3_the_grid_records_its_accuracy_table_and_a_changed_one_is_refused(tiny_grid, capsys):
+    """A table the grid wrote carries its size and SHA-256 (checksums.json): an edited or truncated one is refused
+    even when the rows it keeps are all finished runs, and a finished cell of another grid definition left in the
+    folder is named, not a reason to refuse."""
+    root, _, _ = tiny_grid
+    grid = root / "grid"
+    try:
+        write_accuracy(grid, runs=["none-k0-s0"])  # a grid definition with one cell; none-k0-s1 is left over
+        files.record_checksums(grid, ["accuracy.csv"])  # as run_grid does after writing it
+        assert evaluate.read_accuracy(grid)["run"].tolist() == ["none-k0-s0"]
+        assert "also holds finished runs that its accuracy.csv does not list" in capsys.readouterr().err
+        write_accuracy(grid, runs=["none-k0-s0", "none-k0-s1"])
+        files.record_checksums(grid, ["accuracy.csv"])
+        text = (grid / "accuracy.csv").read_text()
+        (grid / "accuracy.csv").write_text(text.rsplit("\n", 2)[0] + "\n")  # the last row cut off
+        with pytest.raises(ValueError, match="accuracy.csv changed since the grid wrote it"):
+            evaluate.read_accuracy(grid)
+    finally:
+        (grid / files.CHECKSUMS_FILE).unlink(missing_ok=True)
+        write_accuracy(grid)

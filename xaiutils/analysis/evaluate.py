@@ -40,18 +40,29 @@ ACCURACY_FILE = "accuracy.csv"
 
 
 def read_accuracy(grid_dir, preset: str = "book") -> pd.DataFrame:
-    """The grid's ``accuracy.csv``, checked against the grid folder it describes.
+    """The grid's ``accuracy.csv``, checked before anything is scored: the runs it left out would silently drop out
+    of every result.
 
-    The rule: the file lists every finished run folder of ``grid_dir`` (a folder holding ``model.json``) once, and
-    nothing else. A truncated or stale file (runs missing, runs listed twice or without a folder) is refused with
-    the runs named, before anything is scored: the runs it left out would silently drop out of every result.
+    The grid records the file's size and SHA-256 when it writes it (``checksums.json`` in the grid folder): a file
+    that no longer matches (truncated, edited) is refused. A file with no record (an older grid, or one written by
+    hand) must list every finished run folder of ``grid_dir`` (a folder holding ``model.json``) once. Either way a run
+    listed twice or without a finished folder is refused; a finished folder that a recorded file leaves out (a cell
+    of another grid definition in the same folder) is named on standard error and not scored.
     """
+    import sys
+
     from xaiutils.execution.run_record import SIDECAR_FILE
+    from xaiutils.foundation.files import changed_files
 
     grid_dir = Path(grid_dir)
     path = grid_dir / ACCURACY_FILE
     again = (f"collect it again with python -m xaiutils grid --preset {preset} --out {grid_dir} (finished cells are "
              "skipped)")
+    changed = changed_files(grid_dir)
+    recorded = changed is not None
+    if recorded and ACCURACY_FILE in changed:
+        raise ValueError(f"{path} changed since the grid wrote it (its size or SHA-256 differ from "
+                         f"{grid_dir / 'checksums.json'}); {again}")
     try:
         accuracy = pd.read_csv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as error:
@@ -64,7 +75,7 @@ def read_accuracy(grid_dir, preset: str = "book") -> pd.DataFrame:
     listed = accuracy["run"].astype(str).tolist()
     problems = []
     missing = [name for name in finished if name not in listed]
-    if missing:
+    if missing and not recorded:
         problems.append(f"lacks {len(missing)} of the {len(finished)} finished runs ({', '.join(missing)})")
     twice = sorted({name for name in listed if listed.count(name) > 1})
     if twice:
@@ -75,6 +86,9 @@ def read_accuracy(grid_dir, preset: str = "book") -> pd.DataFrame:
     if problems:
         raise ValueError(f"{path} does not match its grid folder: it {'; it '.join(problems)} (it must list every "
                          f"finished run folder, those holding {SIDECAR_FILE}, once and nothing else); {again}")
+    if missing:
+        print(f"note: {grid_dir} also holds finished runs that its accuracy.csv does not list, from another grid "
+              f"definition: {', '.join(missing)}; they are not scored", file=sys.stderr)
     return accuracy
 
 

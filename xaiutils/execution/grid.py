@@ -266,6 +266,8 @@ def run_grid(
             for cell in cells]
     table = pd.DataFrame(rows)
     write_atomic(out_dir / "accuracy.csv", table.to_csv(index=False))
+    # its size and sha256, so that a reader finds a truncated or edited table (evaluate.read_accuracy)
+    record_checksums(out_dir, ["accuracy.csv"])
     table.attrs["executed"] = executed
     return table
 

@@ -128,7 +128,7 @@ method_table[method_table.index.isin(config["methods"])]
 
 # %%
 bench = load_benchmark(data_dir)
-accuracy = evaluate.read_accuracy(grid_dir, preset)  # refused unless it lists every finished run of the grid
+accuracy = evaluate.read_accuracy(grid_dir, preset)  # a truncated or edited table is refused (see its docstring)
 images = evaluate.test_images(bench, config["n_test_images"], seed=config["seed"])
 # The gallery below shows the maps of the most accurate run; only its maps are kept.
 best_run = accuracy.sort_values("test_accuracy", ascending=False)["run"].iloc[0]

@@ -181,7 +181,7 @@ def evaluate_methods(user_methods, preset: str = "book", grid_dir=None, data_dir
             raise FileNotFoundError(f"{path} does not exist; it is made by {made_by} (make book, or give "
                                     "--data-dir / --grid-dir)")
     bench = load_benchmark(data_dir)
-    accuracy = evaluate.read_accuracy(grid_dir, preset)  # every finished run of the grid, or refused
+    accuracy = evaluate.read_accuracy(grid_dir, preset)  # the grid's table as it wrote it, or refused
     images = evaluate.test_images(bench, config["n_test_images"], seed=config["seed"])
     best_run = accuracy.sort_values("test_accuracy", ascending=False)["run"].iloc[0]
     model, _, _ = evaluate.load_run(grid_dir / best_run)

@@ -62,12 +62,13 @@ RECORD = {"preset": "book", "verdicts": {"claim2_k_verdict": {"native": "support
 
 def test_a_verdict_that_flips_between_builds_is_not_robust():
     text = verdicts.robustness("claim2_k_verdict", "supported", RECORD, "book")
-    assert text.startswith("NOT ROBUST") and "native: supported; avx2: not supported" in text
+    assert text == "NOT ROBUST across CPUs (native: supported; avx2: not supported)"
 
 
 def test_a_verdict_both_builds_and_this_one_share_is_robust():
-    assert verdicts.robustness("claim1_verdict", "supported", RECORD, "book").startswith("the same in both builds")
-    assert verdicts.robustness("n_methods_beating_baselines", 1, RECORD, "book").startswith("the same")
+    assert verdicts.robustness("claim1_verdict", "supported", RECORD, "book") == (
+        "robust across CPUs (the same in the native and avx2 builds)")
+    assert verdicts.robustness("n_methods_beating_baselines", 1, RECORD, "book").startswith("robust across CPUs")
 
 
 def test_a_verdict_this_build_finds_otherwise_than_both_recorded_builds_is_not_robust():
@@ -78,7 +79,7 @@ def test_robustness_is_not_claimed_where_it_was_not_measured():
     for name, preset, record in [("claim3_k_verdict", "book", RECORD), ("claim1_verdict", "smoke", RECORD),
                                  ("claim1_verdict", "book", None)]:
         assert verdicts.robustness(name, "supported", record, preset) == (
-            "robustness across machines not measured for this setting")
+            "robustness across CPUs not measured for this setting")
 
 
 def test_the_record_is_read_or_refused_with_a_reason(tmp_path):

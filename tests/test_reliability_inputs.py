@@ -58,3 +58,40 @@ def test_case5_a_folder_mixing_voxel_sizes_is_refused_naming_the_odd_volume(tmp_
     write_blob(tmp_path / "c_T1w.nii.gz", zooms=(1.8, 2.0, 2.2))  # scanners differ a little: accepted
     assert [found.subject for found in find_volumes(tmp_path)] == ["a", "b", "c"]
 
+
+# ------------------------------------------------------------------- case 15: a split fraction of 0 is refused
+
+
+@pytest.mark.parametrize("fractions, split", [((0.8, 0.2, 0.0), "test"), ((0.8, 0.0, 0.2), "val"),
+                                              ((0.0, 0.5, 0.5), "train"), ((1.0, 0.0, 0.0), "train")])
+def test_case15_every_split_needs_a_fraction_strictly_between_0_and_1(fractions, split):
+    from xaiutils.domain.synth.parameters import check_config
+    from xaiutils.foundation.config import resolve
+
+    with pytest.raises(ValueError, match=rf"split_fractions gives the {split} split .*each of train, val, test must "
+                                         r"lie strictly between 0 and 1"):
+        check_config(resolve("data", "smoke", split_fractions=fractions))
+    assert check_config(resolve("data", "smoke"))["split_fractions"] == (0.6, 0.2, 0.2)
+
+
+# ------------------------------------------------------------------------------- case 16: image_size is bounded
+
+
+def test_case16_image_size_is_bounded_with_the_reason(tmp_path):
+    from xaiutils.domain import pretrain
+    from xaiutils.domain.synth.dataset import make_benchmark
+    from xaiutils.domain.synth.parameters import MAX_IMAGE_SIZE, check_config
+    from xaiutils.foundation.config import resolve
+
+    assert MAX_IMAGE_SIZE == 512
+    for size in (4096, 513, 8):
+        with pytest.raises(ValueError, match=rf"image_size must be at least 16 pixels and at most 512, got {size} "
+                                             r"\(memory grows with its square"):
+            check_config(resolve("data", "smoke", image_size=size))
+    with pytest.raises(ValueError, match="image_size must be at least 16 pixels and at most 512"):
+        make_benchmark(tmp_path / "data", "smoke", image_size=4096, progress=False)
+    assert not (tmp_path / "data").exists()
+    with pytest.raises(ValueError, match="image_size must be at least 16 pixels and at most 512"):
+        pretrain.pretrain_slices(4, 8, 768, progress=False)
+    for preset in ("smoke", "book", "study"):
+        check_config(resolve("data", preset))  # the study's 224 is accepted

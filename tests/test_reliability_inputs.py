@@ -95,3 +95,19 @@ def test_case16_image_size_is_bounded_with_the_reason(tmp_path):
         pretrain.pretrain_slices(4, 8, 768, progress=False)
     for preset in ("smoke", "book", "study"):
         check_config(resolve("data", preset))  # the study's 224 is accepted
+
+
+# --------------------------------------------------- case 17: names that become paths are checked before writing
+
+
+def test_case17_a_grid_source_that_would_leave_the_grid_folder_is_refused_before_anything_is_written(tmp_path):
+    from xaiutils.execution.grid import grid_cells, run_grid
+
+    out = tmp_path / "deep" / "grid"
+    for bad in ("../../trav", "a/b", "..", ".hidden", ""):
+        spec = {"sources": [bad], "n_pretrained_blocks": [0], "seeds": [0]}
+        with pytest.raises(ValueError, match=r"grid source .* cannot be used as a file or folder name; valid "
+                                             r"choices: imagenet, mri, none; .*no '\.\.'"):
+            run_grid(out_dir=out, spec=spec, progress=False, check_inputs=False)
+    assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*")) == []
+    assert len(grid_cells({"sources": ["imagenet", "my-source_2"], "n_pretrained_blocks": [0], "seeds": [0]})) == 2

@@ -111,3 +111,24 @@ def test_case17_a_grid_source_that_would_leave_the_grid_folder_is_refused_before
             run_grid(out_dir=out, spec=spec, progress=False, check_inputs=False)
     assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*")) == []
     assert len(grid_cells({"sources": ["imagenet", "my-source_2"], "n_pretrained_blocks": [0], "seeds": [0]})) == 2
+
+
+# ------------------------------------------------------------------------------ case 18: messages that mislead
+
+
+class Payload:  # a pickled object that weights_only refuses
+    pass
+
+
+def test_case18_a_refused_pickle_is_named_as_untrusted_without_pytorchs_advice(tmp_path):
+    import torch
+
+    from xaiutils.domain.models import load_weights
+
+    path = tmp_path / "model.pt"
+    torch.save({"weight": torch.zeros(2), "extra": Payload()}, path)
+    with pytest.raises(ValueError) as raised:
+        load_weights(path)
+    message = str(raised.value)
+    assert f"weights file {path} is not a weights file this project trusts" in message
+    assert "weights_only" not in message and "trust the source" not in message

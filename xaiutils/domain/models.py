@@ -14,6 +14,7 @@ wrong results on in-place or shared activations.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -388,16 +389,27 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> Path:
     return write_atomic_with(path, lambda partial: torch.save(state, partial))
 
 
+def _unloadable(path: Path, error: Exception) -> ValueError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ValueError(f"weights file {path} is not a loadable PyTorch state dict ({type(error).__name__}: "
+                      f"{reason}); give the model.pt that notebook 2 or 3 wrote, or re-run that notebook")
+
+
 def load_weights(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # UnpicklingError, EOFError, RuntimeError, KeyError … for text, truncated, unsafe
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"weights file {path} is not a loadable PyTorch state dict ({type(error).__name__}: "
-                         f"{reason}); give the model.pt that notebook 2 or 3 wrote, or re-run that notebook") from error
+    except pickle.UnpicklingError as error:
+        if "weights only load failed" not in str(error).lower():  # not a pickle at all: named below
+            raise _unloadable(path, error) from error
+        # refused by weights_only: PyTorch's advice to retry with weights_only=False is not ours to give
+        raise ValueError(f"weights file {path} is not a weights file this project trusts: it holds Python objects "
+                         "other than tensors, and was not loaded (it may run code when unpickled); give the model.pt "
+                         "that notebook 2 or 3 wrote, or re-run that notebook") from None
+    except Exception as error:  # EOFError, RuntimeError, KeyError … for text or truncated files
+        raise _unloadable(path, error) from error
     if not isinstance(state, dict):
         raise ValueError(f"weights file {path} holds a {type(state).__name__}, not a state dict; give the model.pt "
                          f"that notebook 2 or 3 wrote")

@@ -32,6 +32,7 @@ from xaiutils.domain.mri.anatomy import level_to_mm, prepare_anatomy, template_a
 from xaiutils.domain.mri.brain import load_mni152
 from xaiutils.domain.mri.slices import Variability, sample_slices
 from xaiutils.domain.synth.generate import assign_splits
+from xaiutils.domain.synth.parameters import check_image_size
 
 PRETRAIN_TASKS = ("level_band", "tissue_segmentation", "restoration")
 TASK_KINDS = {"level_band": "classification", "tissue_segmentation": "segmentation", "restoration": "restoration"}
@@ -113,6 +114,7 @@ def pretrain_slices(n_subjects: int, slices_per_subject: int, image_size: int, n
     if slices_per_subject % n_bands:
         raise ValueError(f"slices_per_subject ({slices_per_subject}) must be a multiple of n_bands ({n_bands}) "
                          "so that every band is equally represented")
+    check_image_size(image_size)
     anatomy = template_anatomy(int(image_size), float(min_brain_fraction))
     extra = tissue_volumes(int(image_size), float(min_brain_fraction)) if tissues else ()
     band_of_level = level_bands(anatomy.band, n_bands)

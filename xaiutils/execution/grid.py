@@ -28,6 +28,7 @@ from xaiutils.execution.runner import execute
 from xaiutils.foundation.files import (
     CHECKSUMS_FILE,
     changed_files,
+    check_safe_name,
     read_yaml_file,
     record_checksums,
     write_atomic,
@@ -60,6 +61,8 @@ def grid_cells(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     sources = spec["sources"]
     if not isinstance(sources, (list, tuple)) or not sources or not all(isinstance(s, str) for s in sources):
         raise ValueError(f"grid sources must be a non-empty list of names (imagenet, mri, none), got {sources!r}")
+    for source in sources:
+        check_safe_name(source, "grid source", ("imagenet", "mri", "none"))
     seeds = integers(spec["seeds"], "seeds")
     cells = []
     for source in sources:

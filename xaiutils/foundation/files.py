@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -18,6 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")  # a name that may become one path component
+
+
+def check_safe_name(name: Any, what: str, choices: tuple[str, ...] = ()) -> str:
+    """``name`` when it may become one path component (letters, digits, ``_ . + -``, not starting with a dot or
+    a dash, no ``..``, at most 100 characters); otherwise ``ValueError`` naming ``what``, the value and the valid
+    choices. Checked before anything is written, so a name like ``../../x`` cannot write outside its folder."""
+    if isinstance(name, str) and SAFE_NAME.fullmatch(name) and ".." not in name:
+        return name
+    listed = f"valid choices: {', '.join(choices)}; or a name" if choices else "a name"
+    raise ValueError(f"{what} {name!r} cannot be used as a file or folder name; {listed} of letters, digits and "
+                     "_ . + - (no path separator, no '..', not starting with a dot or dash, at most 100 characters)")
 
 
 @contextlib.contextmanager

@@ -18,6 +18,14 @@ MASK_SUFFIXES = ("_desc-brain_mask", "_brain_mask", "_brainmask", "-brainmask", 
 # trailing modality tags dropped from file names to get subject IDs ("sub-01_T1w" -> "sub-01")
 MODALITY_SUFFIXES = ("_T1w", "_t1w", "-T1", "_T1", "-t1", "_t1")
 MAX_NONFINITE = 0.001  # share of NaN / infinite voxels in a volume above which it is refused (0.1 %)
+# Smallest extent (mm) of the brain mask's bounding box along every axis. Any human brain, a preterm neonate's
+# included, measures more than 60 mm along each axis; the bound is set lower, at 20 mm, so that the small phantoms
+# of the tests (25 mm) still pass, while a crop of a few millimetres or a slab of a few slices, which cannot hold a
+# brain, is refused instead of becoming a subject.
+MIN_BRAIN_EXTENT_MM = 20.0
+# Largest ratio between a volume's voxel size (along each axis, sorted) and the median voxel size of its folder:
+# scanners differ by a few tens of percent (1 mm against 0.94 mm), a factor above 2 means a volume of another kind.
+MAX_VOXEL_SIZE_RATIO = 2.0
 
 
 def voxel_size(affine: np.ndarray) -> np.ndarray:
@@ -157,7 +165,40 @@ def find_volumes(folder: str | os.PathLike) -> list[VolumeFile]:
                     f"has shape {header.shape}"
                 )
         found.append(VolumeFile(subject, volumes[subject], mask_path))
+    _check_voxel_sizes(found, folder)
     return found
+
+
+def _check_voxel_sizes(found: list[VolumeFile], folder: Path) -> None:
+    """Refuse a folder whose volumes' voxel sizes differ by more than :data:`MAX_VOXEL_SIZE_RATIO`, naming them."""
+    if len(found) < 2:
+        return
+    sizes = np.array([np.sort(voxel_size(_nifti_header(item.path, "T1 volume").affine)) for item in found])
+    median = np.median(sizes, axis=0)
+    for item, size in zip(found, sizes, strict=True):
+        ratio = np.maximum(size / median, median / size)
+        if not np.all(ratio <= MAX_VOXEL_SIZE_RATIO):
+            shown = " x ".join(f"{value:.3g}" for value in size)
+            usual = " x ".join(f"{value:.3g}" for value in median)
+            raise ValueError(
+                f"T1 volume {item.path} has voxels of {shown} mm, while the volumes of {folder} have {usual} mm "
+                f"(median); voxel sizes may differ by at most a factor {MAX_VOXEL_SIZE_RATIO:g}: resample it to the "
+                "others' voxel size or remove it from the folder")
+
+
+def check_brain_extent(brain: np.ndarray, affine: np.ndarray, path: str | os.PathLike,
+                       min_extent_mm: float = MIN_BRAIN_EXTENT_MM) -> np.ndarray:
+    """The extent (mm) of the bounding box of ``brain`` along each axis; refuses, naming ``path``, one shorter
+    than ``min_extent_mm`` along any axis (a crop or a slab, not a brain)."""
+    where = np.argwhere(brain)
+    extent = (where.max(axis=0) - where.min(axis=0) + 1) * voxel_size(affine)
+    if not np.all(extent >= min_extent_mm):
+        shown = " x ".join(f"{value:.1f}" for value in extent)
+        raise ValueError(
+            f"T1 volume {path}: its brain mask spans {shown} mm (shape {tuple(brain.shape)}, voxels of "
+            f"{' x '.join(f'{value:.3g}' for value in voxel_size(affine))} mm), shorter than {min_extent_mm:g} mm "
+            "along an axis: this is a crop or a slab, not a whole brain; give whole-brain volumes")
+    return extent
 
 
 def load_volume(volume_file: VolumeFile) -> Volume:
@@ -175,6 +216,7 @@ def load_volume(volume_file: VolumeFile) -> Volume:
         except ValueError as error:
             raise ValueError(f"T1 volume {volume_file.path}: {error}") from error
         mask_source = "computed"
+    check_brain_extent(brain, affine, volume_file.path)
     return Volume(volume_file.subject, t1, brain, affine, mask_source)
 
 

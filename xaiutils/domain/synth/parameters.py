@@ -24,6 +24,19 @@ SPLITS = ("train", "val", "test")
 CLASS_NAMES = {"shape": ("regular", "irregular"), "presence": ("no lesion", "lesion")}
 TEMPLATE_SOURCE = "mni152"
 IXI_SOURCE = "ixi"
+# Largest image side (pixels). Memory grows with its square: the array cache holds every image, mask and brain
+# (3 arrays of n_images × size² values), and attribution holds, per image, a map per method plus the many perturbed
+# or interpolated copies of the image that the methods batch (integrated gradients, SmoothGrad, occlusion). At
+# 4096 pixels three images already took 4.8 GB; 512 keeps the study's 224 (VGG-16's input) with room to spare.
+MAX_IMAGE_SIZE = 512
+
+
+def check_image_size(value: Any, name: str = "image_size") -> int:
+    """``value`` as a pixel count within 16..:data:`MAX_IMAGE_SIZE`; ``ValueError`` naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 16 <= value <= MAX_IMAGE_SIZE:
+        raise ValueError(f"{name} must be at least 16 pixels and at most {MAX_IMAGE_SIZE}, got {value!r} (memory grows "
+                         f"with its square: the array cache and the attribution maps; the study preset uses 224)")
+    return int(value)
 
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -36,16 +49,19 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
         value = cfg[name]
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if cfg["image_size"] < 16:
-        raise ValueError(f"image_size must be at least 16 pixels, got {cfg['image_size']!r}")
+    check_image_size(cfg["image_size"])
     fractions = tuple(float(f) for f in cfg["split_fractions"])
     if len(fractions) != len(SPLITS) or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(
             f"split_fractions must be {len(SPLITS)} non-negative numbers ({', '.join(SPLITS)}) summing to 1, "
             f"got {cfg['split_fractions']!r}"
         )
-    if fractions[0] == 0:
-        raise ValueError("split_fractions must give the train split a positive fraction")
+    for split, fraction in zip(SPLITS, fractions, strict=True):
+        if not 0 < fraction < 1:
+            raise ValueError(
+                f"split_fractions gives the {split} split {fraction:g}; each of {', '.join(SPLITS)} must lie "
+                f"strictly between 0 and 1 (every split needs at least one subject: notebook 3 validates on val and "
+                f"notebook 4 explains test images), summing to 1, e.g. [0.6, 0.2, 0.2]; got {cfg['split_fractions']!r}")
     needed = sum(f > 0 for f in fractions)
     if cfg["n_subjects"] < needed:
         raise ValueError(f"n_subjects={cfg['n_subjects']} is too few for {needed} non-empty splits")

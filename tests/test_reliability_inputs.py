@@ -1,0 +1,134 @@
+"""Issue 23 (reliability, second round), the cases about inputs: volumes that cannot be brains (5), split
+fractions of 0 (15), an unbounded image_size (16), user names that become paths (17) and misleading messages (18).
+
+One test (or a few) per case; each failed on the code before the fix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xaiutils.domain.mri.nifti import find_volumes, load_volumes
+
+
+def write_blob(path, shape=(40, 44, 36), zooms=(2.0, 2.0, 2.0), sign=1.0, mask_path=None):
+    """A bright ellipsoid filling 70 % of the field of view, with noise: a brain-like phantom."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    grid = np.indices(shape).astype(float)
+    center = (np.array(shape) / 2)[:, None, None, None]
+    inside = (((grid - center) / (np.array(shape)[:, None, None, None] * 0.35)) ** 2).sum(axis=0) <= 1
+    volume = sign * (inside * 100.0 + rng.normal(0, 1, shape) + 2.0)
+    nib.Nifti1Image(volume.astype(np.float32), np.diag([*zooms, 1.0])).to_filename(str(path))
+    if mask_path is not None:
+        nib.Nifti1Image(inside.astype(np.uint8), np.diag([*zooms, 1.0])).to_filename(str(mask_path))
+    return path
+
+
+# ------------------------------------------------------------------------- case 5: volumes that cannot be brains
+
+
+def test_case5_a_crop_or_a_slab_is_refused_naming_the_file_its_extent_and_the_bound(tmp_path):
+    crop = tmp_path / "crop"
+    crop.mkdir()
+    write_blob(crop / "tiny_T1w.nii.gz", shape=(60, 60, 60), zooms=(0.2, 0.2, 0.2))  # 12 mm across
+    with pytest.raises(ValueError, match=r"tiny_T1w\.nii\.gz: its brain mask spans .* mm .*shorter than 20 mm"):
+        load_volumes(crop)
+    slab = tmp_path / "slab"
+    slab.mkdir()
+    write_blob(slab / "slab_T1w.nii.gz", shape=(40, 44, 2), mask_path=slab / "slab_mask.nii.gz")
+    with pytest.raises(ValueError, match=r"slab_T1w\.nii\.gz: its brain mask spans .* x [0-9.]+ mm"):
+        load_volumes(slab)
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    write_blob(whole / "ok_T1w.nii.gz")
+    assert [volume.subject for volume in load_volumes(whole)] == ["ok"]
+
+
+def test_case5_a_folder_mixing_voxel_sizes_is_refused_naming_the_odd_volume(tmp_path):
+    write_blob(tmp_path / "a_T1w.nii.gz")
+    write_blob(tmp_path / "b_T1w.nii.gz")
+    write_blob(tmp_path / "c_T1w.nii.gz", shape=(60, 60, 60), zooms=(0.2, 0.2, 0.2))
+    with pytest.raises(ValueError, match=r"c_T1w\.nii\.gz has voxels of 0\.2 x 0\.2 x 0\.2 mm, while the volumes "
+                                         r"of .* have 2 x 2 x 2 mm \(median\).* at most a factor 2"):
+        find_volumes(tmp_path)
+    (tmp_path / "c_T1w.nii.gz").unlink()
+    write_blob(tmp_path / "c_T1w.nii.gz", zooms=(1.8, 2.0, 2.2))  # scanners differ a little: accepted
+    assert [found.subject for found in find_volumes(tmp_path)] == ["a", "b", "c"]
+
+
+# ------------------------------------------------------------------- case 15: a split fraction of 0 is refused
+
+
+@pytest.mark.parametrize("fractions, split", [((0.8, 0.2, 0.0), "test"), ((0.8, 0.0, 0.2), "val"),
+                                              ((0.0, 0.5, 0.5), "train"), ((1.0, 0.0, 0.0), "train")])
+def test_case15_every_split_needs_a_fraction_strictly_between_0_and_1(fractions, split):
+    from xaiutils.domain.synth.parameters import check_config
+    from xaiutils.foundation.config import resolve
+
+    with pytest.raises(ValueError, match=rf"split_fractions gives the {split} split .*each of train, val, test must "
+                                         r"lie strictly between 0 and 1"):
+        check_config(resolve("data", "smoke", split_fractions=fractions))
+    assert check_config(resolve("data", "smoke"))["split_fractions"] == (0.6, 0.2, 0.2)
+
+
+# ------------------------------------------------------------------------------- case 16: image_size is bounded
+
+
+def test_case16_image_size_is_bounded_with_the_reason(tmp_path):
+    from xaiutils.domain import pretrain
+    from xaiutils.domain.synth.dataset import make_benchmark
+    from xaiutils.domain.synth.parameters import MAX_IMAGE_SIZE, check_config
+    from xaiutils.foundation.config import resolve
+
+    assert MAX_IMAGE_SIZE == 512
+    for size in (4096, 513, 8):
+        with pytest.raises(ValueError, match=rf"image_size must be at least 16 pixels and at most 512, got {size} "
+                                             r"\(memory grows with its square"):
+            check_config(resolve("data", "smoke", image_size=size))
+    with pytest.raises(ValueError, match="image_size must be at least 16 pixels and at most 512"):
+        make_benchmark(tmp_path / "data", "smoke", image_size=4096, progress=False)
+    assert not (tmp_path / "data").exists()
+    with pytest.raises(ValueError, match="image_size must be at least 16 pixels and at most 512"):
+        pretrain.pretrain_slices(4, 8, 768, progress=False)
+    for preset in ("smoke", "book", "study"):
+        check_config(resolve("data", preset))  # the study's 224 is accepted
+
+
+# --------------------------------------------------- case 17: names that become paths are checked before writing
+
+
+def test_case17_a_grid_source_that_would_leave_the_grid_folder_is_refused_before_anything_is_written(tmp_path):
+    from xaiutils.execution.grid import grid_cells, run_grid
+
+    out = tmp_path / "deep" / "grid"
+    for bad in ("../../trav", "a/b", "..", ".hidden", ""):
+        spec = {"sources": [bad], "n_pretrained_blocks": [0], "seeds": [0]}
+        with pytest.raises(ValueError, match=r"grid source .* cannot be used as a file or folder name; valid "
+                                             r"choices: imagenet, mri, none; .*no '\.\.'"):
+            run_grid(out_dir=out, spec=spec, progress=False, check_inputs=False)
+    assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*")) == []
+    assert len(grid_cells({"sources": ["imagenet", "my-source_2"], "n_pretrained_blocks": [0], "seeds": [0]})) == 2
+
+
+# ------------------------------------------------------------------------------ case 18: messages that mislead
+
+
+class Payload:  # a pickled object that weights_only refuses
+    pass
+
+
+def test_case18_a_refused_pickle_is_named_as_untrusted_without_pytorchs_advice(tmp_path):
+    import torch
+
+    from xaiutils.domain.models import load_weights
+
+    path = tmp_path / "model.pt"
+    torch.save({"weight": torch.zeros(2), "extra": Payload()}, path)
+    with pytest.raises(ValueError) as raised:
+        load_weights(path)
+    message = str(raised.value)
+    assert f"weights file {path} is not a weights file this project trusts" in message
+    assert "weights_only" not in message and "trust the source" not in message

@@ -56,7 +56,7 @@ from xaiutils.domain.synth.dataset import load_benchmark
 from xaiutils.execution.grid import run_grid
 from xaiutils.execution.paths import default_out_dir
 from xaiutils.execution.run_record import RunRecord
-from xaiutils.foundation.config import resolve
+from xaiutils.foundation.config import check_override, resolve
 
 # %% tags=["parameters"]
 # Parameter set: "book" (the default book, 2 CPU cores), "smoke" (the tests) or "study" (the study's scale, GPU).
@@ -109,6 +109,7 @@ out_dir.mkdir(parents=True, exist_ok=True)
 
 # %%
 if not grid:
+    check_override("03_finetune", "seed", seed)  # before any work: a seed NumPy and torch both take
     bench = load_benchmark(data_dir)
     split = {name: bench.indices(name) for name in ("train", "val", "test")}
     model = models.prepare_model(

@@ -132,3 +132,41 @@ def test_case18_a_refused_pickle_is_named_as_untrusted_without_pytorchs_advice(t
     message = str(raised.value)
     assert f"weights file {path} is not a weights file this project trusts" in message
     assert "weights_only" not in message and "trust the source" not in message
+
+
+# ------------------------------------------------------------- case 18: messages that name the parameter and range
+
+
+@pytest.mark.parametrize(("step", "name", "value", "expected"), [
+    ("explain", "n_test_images", 0, "explain parameter 'n_test_images' must be a whole number of at least 1"),
+    ("explain", "n_test_images", -5, "got -5"),
+    ("data", "seed", -3, "data parameter 'seed' must hold whole numbers from 0 to 4294967295, got -3"),
+    ("data", "seed", 2**70, f"got {2**70}"),
+    ("grid", "seeds", [0, -1], "grid parameter 'seeds' must hold whole numbers from 0 to 4294967295, got -1"),
+])
+def test_case18_a_bad_count_or_seed_is_refused_naming_the_parameter_and_range(step, name, value, expected):
+    from xaiutils.foundation.config import resolve
+
+    with pytest.raises(ValueError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        resolve(step, "smoke", **{name: value})
+    assert resolve(step, "smoke")[name] is not None  # the presets' own values pass
+
+
+def test_case18_a_volume_with_no_positive_intensity_is_named_as_such(tmp_path):
+    path = write_blob(tmp_path / "inverted_T1w.nii.gz", sign=-1.0)
+    with pytest.raises(ValueError, match="no positive intensity to speak of .values from -1"):
+        load_volumes(str(tmp_path))
+    assert path.exists()
+
+
+def test_case18_a_full_disk_while_the_dataset_is_written_is_named_and_leaves_nothing(tmp_path, monkeypatch):
+    import xaiutils.domain.synth.dataset as dataset
+
+    def full_disk(*args, **kwargs):  # what NumPy raises on a full disk: no errno, only the byte counts
+        raise OSError("98304 requested and 15328 written")
+
+    monkeypatch.setattr(dataset.np, "save", full_disk)
+    with pytest.raises(OSError, match="no space left on the device while writing the dataset into .*nothing was "
+                                      "written"):
+        dataset.make_benchmark(tmp_path / "dataset", "smoke", progress=False, n_subjects=4)
+    assert list(tmp_path.iterdir()) == []

@@ -43,7 +43,32 @@ class Step:
         if unknown:
             raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for step {self.name!r}; "
                              f"valid parameters: {', '.join(sorted(self.parameter_names()))}")
-        return replace(self, **{key: value for key, value in overrides.items() if value is not None})
+        given = {key: value for key, value in overrides.items() if value is not None}
+        for key, value in given.items():
+            check_override(self.name, key, value)
+        return replace(self, **given)
+
+
+# Seeds go to NumPy (non-negative, any size) and to torch.manual_seed (at most 2**64 - 1); one range for both that
+# every platform's C integers hold.
+SEED_RANGE = (0, 2**32 - 1)
+# Counts that must be positive when given; None (all images) stays allowed where the step says so.
+POSITIVE_COUNTS = ("n_test_images",)
+
+
+def check_override(step: str, name: str, value: Any) -> None:
+    """Refuse an override whose value cannot work, naming the parameter, the value and the valid range (before any
+    work; the presets' own values are not checked here)."""
+    low, high = SEED_RANGE
+    seeds = value if name.endswith("seeds") and isinstance(value, (list, tuple)) else [value]
+    if name == "seed" or name.endswith("_seed") or name.endswith("seeds"):
+        for seed in seeds:
+            if isinstance(seed, bool) or not isinstance(seed, int) or not low <= seed <= high:
+                raise ValueError(f"{step} parameter {name!r} must hold whole numbers from {low} to {high}, got "
+                                 f"{seed!r}")
+    if name in POSITIVE_COUNTS and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{step} parameter {name!r} must be a whole number of at least 1 (or None: all test "
+                         f"images), got {value!r}")
 
 
 @dataclass(frozen=True)

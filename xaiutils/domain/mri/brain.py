@@ -37,6 +37,11 @@ def compute_brain_mask(t1: np.ndarray, zooms=(1.0, 1.0, 1.0), opening_mm: float 
         raise ValueError(f"volume must be 3-D, got shape {t1.shape}")
     zooms = np.asarray(zooms, dtype=float)
     smooth = ndimage.gaussian_filter(t1, 1.0 / zooms)
+    low, high = float(t1.min(initial=0.0)), float(t1.max(initial=0.0))
+    if low < 0 and -low > 10 * high:  # the negative tail dominates: an inverted or offset volume, not noise
+        raise ValueError(f"cannot compute a brain mask: the volume has no positive intensity to speak of (values from "
+                         f"{float(t1.min()):.4g} to {float(t1.max()):.4g}); a T1 volume's tissue is brighter than its "
+                         "background, so give intensities >= 0 (e.g. undo a sign flip or an offset), or a brain mask")
     nonzero = smooth[smooth > 1e-6 * max(float(np.abs(smooth).max()), 1e-30)]
     if nonzero.size == 0 or np.ptp(nonzero) == 0:
         raise ValueError("cannot compute a brain mask: the volume is empty or constant")

@@ -8,6 +8,7 @@ A dataset folder holds ``card.json`` (parameters, versions, hash), ``README.md``
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -85,23 +86,30 @@ def write_benchmark(bench: Benchmark, out_dir: str | os.PathLike, overwrite: boo
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"dataset folder {out_dir} exists; pass overwrite=True to replace it")
-    with atomic_folder(out_dir) as partial:
-        card = dict(bench.card)
-        card["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        card["files"] = {"arrays": {k: f"cache/{v}" for k, v in ARRAY_FILES.items()}, "nifti": NIFTI_FILES,
-                         "metadata": "metadata.csv", "lesions": "lesions.csv"}
-        (partial / "cache").mkdir()
-        for name, filename in ARRAY_FILES.items():
-            np.save(partial / "cache" / filename, getattr(bench, name))
-        pixel_mm = float(np.median(bench.metadata["pixel_mm"])) if len(bench.metadata) else 1.0
-        for name, filename in NIFTI_FILES.items():
-            to_nifti_stack(getattr(bench, name), pixel_mm, f"xaiutils benchmark {name}").to_filename(
-                str(partial / filename))
-        bench.metadata.to_csv(partial / "metadata.csv", index=False)
-        bench.lesions.to_csv(partial / "lesions.csv", index=False)
-        (partial / CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")
-        (partial / "README.md").write_text(_dataset_readme(card))
-        write_stamp(partial, HASHED_FILES, card["content_hash"])
+    try:
+        with atomic_folder(out_dir) as partial:
+            card = dict(bench.card)
+            card["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            card["files"] = {"arrays": {k: f"cache/{v}" for k, v in ARRAY_FILES.items()}, "nifti": NIFTI_FILES,
+                             "metadata": "metadata.csv", "lesions": "lesions.csv"}
+            (partial / "cache").mkdir()
+            for name, filename in ARRAY_FILES.items():
+                np.save(partial / "cache" / filename, getattr(bench, name))
+            pixel_mm = float(np.median(bench.metadata["pixel_mm"])) if len(bench.metadata) else 1.0
+            for name, filename in NIFTI_FILES.items():
+                to_nifti_stack(getattr(bench, name), pixel_mm, f"xaiutils benchmark {name}").to_filename(
+                    str(partial / filename))
+            bench.metadata.to_csv(partial / "metadata.csv", index=False)
+            bench.lesions.to_csv(partial / "lesions.csv", index=False)
+            (partial / CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")
+            (partial / "README.md").write_text(_dataset_readme(card))
+            write_stamp(partial, HASHED_FILES, card["content_hash"])
+    except OSError as error:
+        # NumPy reports a full disk as "N requested and M written", with no errno: say what it means
+        if error.errno == errno.ENOSPC or "requested and" in str(error):
+            raise OSError(errno.ENOSPC, f"no space left on the device while writing the dataset into {out_dir} "
+                          f"({error}); nothing was written: free space or choose another folder") from None
+        raise
     bench.card = card
     bench.path = out_dir
     return out_dir

@@ -80,3 +80,64 @@ def test_case12_evaluate_on_a_damaged_run_prints_one_line(tiny_grid, tmp_path):
     assert result.returncode == 2, result.stderr
     line = error_line(result.stderr)
     assert line.startswith(f"error: {run / 'model.json'} is damaged: not valid JSON"), line
+
+
+# ------------------------------------------- case 13: a method file that does not import, maps on another device
+
+
+def test_case13_a_method_file_with_a_syntax_error_is_refused_naming_file_and_line(tiny_grid, tmp_path):
+    _, data_dir, _ = tiny_grid
+    grid = copy_run(tiny_grid, tmp_path).parent
+    methods_file = tmp_path / "broken.py"
+    methods_file.write_text("def flat(model, images, target):\n    return images[:, 0] +\n")
+    result = subprocess.run([sys.executable, "-m", "xaiutils", "evaluate", "--method", f"{methods_file}:flat",
+                             "--preset", "smoke", "--grid-dir", str(grid), "--data-dir", str(data_dir),
+                             "--out", str(tmp_path / "out"), "-p", "methods", "[input]", "-p", "workers", "1"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    line = error_line(result.stderr)
+    assert line.startswith(f"error: method file {methods_file} cannot be imported (method 'flat'): SyntaxError at "
+                           f"{methods_file}, line 2: invalid syntax"), line
+    assert not (tmp_path / "out").exists()
+
+
+def test_case13_a_missing_import_is_refused_naming_the_module(tmp_path):
+    from xaiutils.domain import plugins
+
+    (tmp_path / "needs.py").write_text("import not_installed_anywhere\n\n\ndef flat(model, images, target):\n"
+                                       "    return images[:, 0]\n")
+    entry = plugins.parse_entries([f"{tmp_path / 'needs.py'}:flat"])[0]
+    with pytest.raises(plugins.InvalidMethod, match=r"it imports module 'not_installed_anywhere', which is not "
+                                                    r"installed here"):
+        plugins.load(entry)
+    # the same through a package.module spec whose module imports a missing one
+    (tmp_path / "user_pkg_needs.py").write_text("from not_installed_anywhere import x\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        entry = plugins.parse_entries(["user_pkg_needs:flat"])[0]
+        with pytest.raises(plugins.InvalidMethod, match=r"module 'user_pkg_needs' cannot be imported .*"
+                                                        r"'not_installed_anywhere'"):
+            plugins.load(entry)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("user_pkg_needs", None)
+
+
+def test_case13_maps_on_another_device_are_moved_to_the_cpu_or_refused_naming_the_device():
+    import numpy as np
+    import torch
+
+    from xaiutils.domain import plugins
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+    images, targets = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
+    entry = {"name": "elsewhere", "spec": "x:elsewhere", "settings": {}}
+
+    def on_meta(model, images, target):
+        return torch.zeros(images.shape[0], 8, 8, device="meta")
+
+    with pytest.raises(plugins.InvalidMethod, match=r"method 'elsewhere' returned maps on device meta that cannot be "
+                                                    r"copied to the CPU"):
+        plugins.call(on_meta, entry, model, images, targets)
+    maps = plugins.call(lambda model, images, target: images[:, 0] * 2, entry, model, images, targets)
+    assert isinstance(maps, np.ndarray) and maps.shape == (2, 8, 8)  # CPU maps are taken as they are

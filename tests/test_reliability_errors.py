@@ -141,3 +141,74 @@ def test_case13_maps_on_another_device_are_moved_to_the_cpu_or_refused_naming_th
         plugins.call(on_meta, entry, model, images, targets)
     maps = plugins.call(lambda model, images, target: images[:, 0] * 2, entry, model, images, targets)
     assert isinstance(maps, np.ndarray) and maps.shape == (2, 8, 8)  # CPU maps are taken as they are
+
+
+# ------------------------------------------------- case 14: a scheduler address that refuses, or is not Dask's
+
+
+def unused_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def not_dask():
+    """The address of a tiny TCP service that answers every connection with an HTTP error, as a web server
+    would."""
+    import socketserver
+    import threading
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            self.request.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 3)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"tcp://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_case14_a_refusing_address_is_named_in_one_line_within_the_timeout():
+    import time
+
+    from xaiutils.execution.cluster import SchedulerUnreachable, connect
+
+    address = f"tcp://127.0.0.1:{unused_port()}"
+    started = time.monotonic()
+    with pytest.raises(SchedulerUnreachable) as caught, connect(address, timeout=1):
+        pass
+    assert time.monotonic() - started < 10
+    message = str(caught.value)
+    assert message.startswith(f"cannot connect to the Dask scheduler at {address}: Timed out trying to connect"), \
+        message
+    assert "\n" not in message
+
+
+def test_case14_a_service_that_is_not_dask_is_named_as_such(not_dask):
+    from xaiutils.execution.cluster import SchedulerUnreachable, connect
+
+    with pytest.raises(SchedulerUnreachable, match=rf"the service at {not_dask} does not answer as a Dask "
+                                                   r"scheduler \(its reply is not Dask's protocol: MemoryError\)"):
+        with connect(not_dask, timeout=2):
+            pass
+
+
+def test_case14_the_command_line_prints_one_line_for_a_service_that_is_not_dask(not_dask):
+    # the command line's error handling around a connection, as grid --cluster and notebook 4 make it
+    script = ("import sys\n"
+              "from xaiutils.__main__ import _run_guarded\n"
+              "from xaiutils.execution.cluster import connect\n"
+              "def action():\n"
+              "    with connect(sys.argv[1], timeout=2):\n"
+              "        return 0\n"
+              "sys.exit(_run_guarded(action))\n")
+    result = subprocess.run([sys.executable, "-c", script, not_dask], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert error_line(result.stderr).startswith(f"error: the service at {not_dask} does not answer as a Dask "
+                                                "scheduler"), result.stderr

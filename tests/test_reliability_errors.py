@@ -16,6 +16,7 @@ import pytest
 import test_evaluate  # the tests folder is on sys.path under pytest (rootdir import mode)
 from test_reliability import ROOT
 
+from xaiutils.__main__ import main
 from xaiutils.execution.run_record import RunRecord
 
 tiny_grid = test_evaluate.tiny_grid
@@ -212,3 +213,43 @@ def test_case14_the_command_line_prints_one_line_for_a_service_that_is_not_dask(
     assert result.returncode == 2, result.stderr
     assert error_line(result.stderr).startswith(f"error: the service at {not_dask} does not answer as a Dask "
                                                 "scheduler"), result.stderr
+
+
+# ------------------------------------------------------ case 11: a full disk while papermill saves the notebook
+
+TINY_NOTEBOOK = '# %% tags=["parameters"]\npreset = "smoke"\nout_dir = None\n\n# %%\nvalue = 1\n'
+
+
+def test_case11_a_full_disk_while_the_notebook_is_saved_is_one_line_and_leaves_nothing(tmp_path, capsys,
+                                                                                       monkeypatch):
+    import errno
+    import shutil
+
+    import papermill.engines
+    import papermill.execute
+
+    notebook = tmp_path / "tiny.py"
+    notebook.write_text(TINY_NOTEBOOK)
+    written = []
+
+    def disk_full(nb, path, *args, **kwargs):  # the first save fits, no later one
+        written.append(path)
+        if len(written) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        Path(path).write_text("{}")
+
+    def copy_disk_full(source, target, *args, **kwargs):  # the copy of the executed notebook does not fit either
+        Path(target).write_bytes(b"")
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(papermill.execute, "write_ipynb", disk_full)
+    monkeypatch.setattr(papermill.engines, "write_ipynb", disk_full)  # the saves while cells run
+    monkeypatch.setattr(shutil, "copyfile", copy_disk_full)
+    out = tmp_path / "run"
+    code = main(["run", str(notebook), "--out", str(out)])
+    assert code == 1
+    line = error_line(capsys.readouterr().err)
+    assert line == (f"error: could not write the run folder {out} (No space left on device); {out} was not written, "
+                    "no partial run folder or notebook was left; free space or give another --out, and run it again")
+    left = sorted(path.name for path in tmp_path.iterdir() if not path.name.endswith(".lock"))
+    assert left == ["tiny.py"], left  # no .partial-* folder, no 0-byte run.failed.ipynb

@@ -110,7 +110,7 @@ def _run_guarded(action) -> int:
     """Run ``action`` with SIGTERM and SIGHUP handled like Ctrl-C (temporary folders removed), and answer every
     expected failure with one line on stderr instead of a traceback."""
     from xaiutils.execution.locks import FolderBusy, Terminated, terminate_like_interrupt
-    from xaiutils.execution.runner import describe_failure
+    from xaiutils.execution.runner import RunNotWritten, describe_failure
 
     try:
         try:
@@ -134,6 +134,9 @@ def _run_guarded(action) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, FolderBusy) as error:
         print(f"error: {describe_failure(error)}", file=sys.stderr)
         return 2
+    except RunNotWritten as error:  # a full disk while a run folder was written
+        print(f"error: {describe_failure(error)}", file=sys.stderr)
+        return 1
     except Exception as error:
         from papermill.exceptions import PapermillExecutionError
 

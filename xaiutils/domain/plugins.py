@@ -130,6 +130,9 @@ def load(entry: dict[str, Any]):
                 del sys.modules[module_name]
                 raise InvalidMethod(f"method file {path} called sys.exit({error.code!r}) while it was imported "
                                     f"(method {entry['name']!r}); a method file must only define functions") from None
+            except (SyntaxError, ImportError) as error:
+                del sys.modules[module_name]
+                raise InvalidMethod(_import_failure(error, f"method file {path}", entry["name"])) from None
             except BaseException:
                 del sys.modules[module_name]
                 raise
@@ -137,9 +140,14 @@ def load(entry: dict[str, Any]):
         try:
             module = importlib.import_module(target)
         except ModuleNotFoundError as error:
+            if error.name is not None and target != error.name and not target.startswith(f"{error.name}."):
+                # the module exists but imports one that does not
+                raise InvalidMethod(_import_failure(error, f"module {target!r}", entry["name"])) from None
             raise ValueError(f"cannot import module {target!r} for method {entry['name']!r} ({error}); give "
                              "'package.module:function' importable from here (e.g. on PYTHONPATH) or "
                              "'path/to/file.py:function'") from None
+        except (SyntaxError, ImportError) as error:
+            raise InvalidMethod(_import_failure(error, f"module {target!r}", entry["name"])) from None
     method = getattr(module, function, None)
     if method is None:
         public = sorted(key for key, value in vars(module).items() if callable(value) and not key.startswith("_"))
@@ -155,6 +163,19 @@ def load(entry: dict[str, Any]):
     except ValueError:  # no signature to inspect (a builtin): the call itself will tell
         pass
     return method
+
+
+def _import_failure(error: SyntaxError | ImportError, what: str, name: str) -> str:
+    """One line for a method file or module that cannot be imported: the file, line and message of a
+    ``SyntaxError``, the missing module of an ``ImportError``."""
+    if isinstance(error, SyntaxError):
+        where = f"{error.filename or what}, line {error.lineno}" if error.lineno else (error.filename or what)
+        return _one_line(f"{what} cannot be imported (method {name!r}): {type(error).__name__} at {where}: "
+                         f"{error.msg}")
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        return _one_line(f"{what} cannot be imported (method {name!r}): it imports module {error.name!r}, which is "
+                         f"not installed here (No module named {error.name!r}); install it, or remove that import")
+    return _one_line(f"{what} cannot be imported (method {name!r}): ImportError: {error}")
 
 
 # ------------------------------------------------------------------------------------------------ the call
@@ -188,7 +209,12 @@ def check_maps(maps, n_images: int, image_shape: tuple[int, ...], name: str) -> 
     channels = image_shape[0] if len(image_shape) == 3 else 1
     valid = f"valid: {n_images}×{height}×{width} or {n_images}×{channels}×{height}×{width}, floating point"
     if torch.is_tensor(maps):
-        maps = maps.detach().cpu()
+        try:  # maps on another device (a GPU) are moved to the CPU, as the registry's methods' maps are
+            maps = maps.detach().cpu()
+        except (RuntimeError, NotImplementedError) as error:
+            raise InvalidMethod(_one_line(f"method {name!r} returned maps on device {maps.device} that cannot be "
+                                          f"copied to the CPU ({error}); return maps on the images' device or "
+                                          "the CPU")) from None
         if not torch.is_floating_point(maps):
             raise InvalidMethod(f"method {name!r} returned maps of dtype {maps.dtype}; {valid}")
         maps = maps.float().numpy()

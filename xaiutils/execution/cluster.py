@@ -229,11 +229,44 @@ def job_script(spec: ClusterSpec) -> str:
         started.close()
 
 
+CONNECT_TIMEOUT = 10.0  # seconds to reach an existing scheduler (Dask's own default is 30 s, retried)
+
+
+class SchedulerUnreachable(ValueError):
+    """A scheduler address that cannot be reached, or that does not answer as a Dask scheduler; the message (one
+    line) names the address and the reason."""
+
+
+def connect_scheduler(address: str, timeout: float = CONNECT_TIMEOUT):
+    """A ``distributed.Client`` of the scheduler at ``address``, or :class:`SchedulerUnreachable` within about
+    ``timeout`` seconds: when nothing answers there (refused, no route, silence) and when what answers is not a
+    Dask scheduler (its reply cannot be read as Dask's protocol)."""
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=timeout)
+    except (OSError, TimeoutError) as error:  # refused, unreachable, or no answer in time (Dask's OSError)
+        reason = " ".join(str(error).split()) or type(error).__name__
+        if isinstance(error.__cause__, OSError) and str(error.__cause__):
+            reason = f"{reason} ({' '.join(str(error.__cause__).split())})"
+        raise SchedulerUnreachable(f"cannot connect to the Dask scheduler at {address}: {reason}; check the address "
+                                   "and that the scheduler runs (dask scheduler), or leave --cluster out") from None
+    except (MemoryError, ValueError, TypeError, KeyError, EOFError) as error:
+        # A service of another kind: its first bytes read as Dask frame lengths ask for exabytes (MemoryError), or
+        # cannot be unpacked.
+        raise SchedulerUnreachable(f"the service at {address} does not answer as a Dask scheduler (its reply is not "
+                                   f"Dask's protocol: {type(error).__name__}); give the address of a Dask "
+                                   "scheduler (tcp://host:8786 by default)") from None
+
+
 @contextlib.contextmanager
-def connect(cluster: Any, announce: bool = True) -> Iterator[Any]:
+def connect(cluster: Any, announce: bool = True, timeout: float = CONNECT_TIMEOUT) -> Iterator[Any]:
     """A ``distributed.Client`` for ``cluster`` (spec file, address, ``ClusterSpec``, cluster object or client)
     for the ``with`` block. A cluster started here is shut down afterwards (its batch jobs are cancelled); a
-    client or cluster given by the caller is left as it was. The dashboard link is printed to stderr."""
+    client or cluster given by the caller is left as it was. The dashboard link is printed to stderr.
+
+    An existing scheduler must answer within ``timeout`` seconds, as a Dask scheduler, or
+    :class:`SchedulerUnreachable` (a ``ValueError``) names its address and why (:func:`connect_scheduler`)."""
     from distributed import Client
 
     if isinstance(cluster, Client):
@@ -243,7 +276,7 @@ def connect(cluster: Any, announce: bool = True) -> Iterator[Any]:
     started = None
     if isinstance(spec, ClusterSpec):
         if spec.type == "scheduler":
-            client = Client(spec.address)
+            client = connect_scheduler(spec.address, timeout)
         else:
             started = make_cluster(spec)
             client = Client(started)

@@ -48,6 +48,38 @@ def prediction_table(parts: Mapping[str, tuple[Any, Any, Any]]):
     return table
 
 
+# How a damaged file of a run folder is made again: notebook 3 writes the folder; the grid reruns a damaged cell.
+_REGENERATE = ("regenerate the run folder with notebook 3: python -m xaiutils grid (with the grid's preset) reruns "
+               "a cell whose files were damaged, or delete the folder and run the grid again")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def read_predictions(path: str | os.PathLike):
+    """``predictions.csv`` as a table; a missing, empty or unreadable file is refused naming it and how to
+    regenerate it."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing (a run's per-image predictions); {_REGENERATE}")
+    try:
+        table = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is damaged: it is empty ({path.stat().st_size} bytes, no header row); "
+                         f"{_REGENERATE}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"{path} is damaged: not a readable CSV table ({_first_line(error)}); {_REGENERATE}") from None
+    missing = [column for column in PREDICTION_COLUMNS if column not in table.columns]
+    if missing:
+        raise ValueError(f"{path} is damaged: it lacks the column(s) {', '.join(missing)} (a run's predictions have "
+                         f"{', '.join(PREDICTION_COLUMNS)}); {_REGENERATE}")
+    return table
+
+
 @dataclass
 class RunRecord:
     """The content of one run folder: ``config``, ``history`` and ``metrics`` (the sidecar ``model.json``) and
@@ -114,12 +146,19 @@ class RunRecord:
         if not sidecar_path.is_file():
             raise FileNotFoundError(f"{run_dir} holds no finished run ({SIDECAR_FILE} is missing); run notebook 3 "
                                     f"for it (python -m xaiutils grid), or give a run folder it wrote")
-        sidecar = json.loads(sidecar_path.read_text())
+        try:
+            sidecar = json.loads(sidecar_path.read_text())
+        except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{sidecar_path} is damaged: not valid JSON ({_first_line(error)}); "
+                             f"{_REGENERATE}") from None
+        missing = [key for key in ("config", "history", "metrics")
+                   if not isinstance(sidecar, dict) or key not in sidecar]
+        if missing:
+            raise ValueError(f"{sidecar_path} is damaged: it lacks {', '.join(missing)} (a run's {SIDECAR_FILE} holds "
+                             f"config, history and metrics); {_REGENERATE}")
         table = None
         if predictions:
-            import pandas as pd
-
-            table = pd.read_csv(run_dir / PREDICTIONS_FILE)
+            table = read_predictions(run_dir / PREDICTIONS_FILE)
         return cls(sidecar["config"], sidecar["history"], sidecar["metrics"], table)
 
     def load_model(self, run_dir: str | os.PathLike):

@@ -18,7 +18,7 @@ from typing import Any
 from xaiutils.execution.locks import folder_lock, remove_leftovers
 from xaiutils.execution.params import prepare_notebook
 from xaiutils.execution.paths import default_out_dir
-from xaiutils.foundation.files import move_into_place, new_partial_folder
+from xaiutils.foundation.files import move_into_place, new_partial_folder, write_atomic_with
 from xaiutils.foundation.versions import versions
 
 RECORD_FILE = "run.json"  # written last into a run folder; with the executed notebook, what marks one
@@ -97,14 +97,34 @@ def execute(path: Path, nb, out_dir: Path, preset: str, parameters: dict[str, An
         (partial / RECORD_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
         move_into_place(partial, out_dir)
     except BaseException as error:
-        if executed.exists():
-            shutil.copyfile(executed, failed_copy)
-            if hasattr(error, "add_note") and not isinstance(error, KeyboardInterrupt):
-                error.add_note(f"executed notebook kept as {failed_copy}")
+        kept = False
+        if executed.is_file() and executed.stat().st_size > 0:
+            try:  # through a temporary name: a full disk leaves no copy rather than a 0-byte one
+                write_atomic_with(failed_copy, lambda temporary: shutil.copyfile(executed, temporary))
+                kept = True
+            except OSError:
+                pass
+        if kept and hasattr(error, "add_note") and not isinstance(error, KeyboardInterrupt):
+            error.add_note(f"executed notebook kept as {failed_copy}")
         shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(error, OSError) and not isinstance(error, RunNotWritten):
+            raise RunNotWritten(_not_written(error, out_dir, kept and failed_copy)) from error
         raise
     failed_copy.unlink(missing_ok=True)
     return out_dir
+
+
+class RunNotWritten(OSError):
+    """A run folder that could not be written (a full disk, a read-only folder); the message (one line) names what
+    could not be written and why, and says that nothing was left behind."""
+
+
+def _not_written(error: OSError, out_dir: Path, kept) -> str:
+    what = f"{error.filename}" if getattr(error, "filename", None) else f"the run folder {out_dir}"
+    why = error.strerror or str(error) or type(error).__name__
+    kept_text = f"the executed notebook was kept as {kept}" if kept else "no partial run folder or notebook was left"
+    return " ".join(f"could not write {what} ({why}); {out_dir} was not written, {kept_text}; free space or "
+                    "give another --out, and run it again".split())
 
 
 def is_run_folder(folder: Path) -> bool:

@@ -126,3 +126,40 @@ def test_case8_the_workers_die_with_evaluate_when_it_is_killed(tiny_grid, tmp_pa
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
     assert_all_gone(children, within=5)
+
+
+# ----------------------------------------------------- case 9: a method that never returns is stopped, naming it
+
+
+def test_case9_a_method_that_never_returns_is_stopped_at_its_time_limit_naming_it(tiny_grid, tmp_path):
+    (tmp_path / "forever.py").write_text("import time\n\n\ndef forever(model, images, target):\n"
+                                         "    while True:\n        time.sleep(0.05)\n")
+    command = evaluate_command(tiny_grid, tmp_path, f"{tmp_path / 'forever.py'}:forever", "--method-timeout", "2",
+                               "-p", "workers", "1")
+    try:
+        result = subprocess.run(command, cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail("evaluate still waited for the method after 90 s")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert ("error: method 'forever' took longer than its limit of 2 s on a batch of 2 images and was stopped"
+            in result.stderr), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "board").exists()
+
+
+def test_case9_the_limit_holds_in_the_pool_s_workers_and_ends_them(tiny_grid, tmp_path):
+    command = evaluate_command(tiny_grid, tmp_path, hanging_method(tmp_path), "--method-timeout", "3",
+                               "-p", "workers", "2")
+    process, children = start_until_workers_hang(command, tmp_path)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        for child in children:
+            child.kill()
+        process.kill()
+        pytest.fail("evaluate still waited for the method 30 s after the workers started it")
+    err = stderr_of(tmp_path)
+    assert process.returncode == 2, err[-2000:]
+    assert "error: method 'hangs' took longer than its limit of 3 s on a batch of" in err, err[-2000:]
+    assert_all_gone(children, within=5)
+    assert not (tmp_path / "board").exists()

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "path/to/file.py:function; repeat for several")
     scoring.add_argument("--setting", dest="user_methods", action=_SettingAction, nargs=2, metavar=("KEY", "VALUE"),
                          help="a keyword setting for the --method before it (VALUE read as YAML); repeatable")
+    scoring.add_argument("--method-timeout", type=float, default=None, metavar="SECONDS",
+                         help="seconds a method may take on one batch of images before it is stopped and refused "
+                              "(default: 600)")
     scoring.add_argument("--preset", default="book", choices=preset_names(),
                          help="whose trained grid and explain settings to use (default: book)")
     scoring.add_argument("--grid-dir", default=None, help="grid folder (default: runs/<preset>/03_finetune/grid)")
@@ -191,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def score() -> int:
             board = evaluate_methods(args.user_methods, preset=args.preset, grid_dir=args.grid_dir,
-                                     data_dir=args.data_dir, out_dir=args.out, **_parameters(args.parameter))
+                                     data_dir=args.data_dir, out_dir=args.out, method_timeout=args.method_timeout,
+                                     **_parameters(args.parameter))
             shown = [column for column in board.columns if not column.endswith(("_ci_low", "_ci_high"))]
             print(board[shown].to_string(index=False, float_format=lambda value: f"{value:.3f}"))
             from xaiutils.execution.paths import default_out_dir

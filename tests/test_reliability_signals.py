@@ -163,3 +163,38 @@ def test_case9_the_limit_holds_in_the_pool_s_workers_and_ends_them(tiny_grid, tm
     assert "error: method 'hangs' took longer than its limit of 3 s on a batch of" in err, err[-2000:]
     assert_all_gone(children, within=5)
     assert not (tmp_path / "board").exists()
+
+
+# ------------------------------------------------------------- case 19: one book build per checkout at a time
+
+
+def test_case19_a_second_book_build_in_the_same_checkout_is_refused_naming_the_first(tmp_path):
+    build = [sys.executable, "-m", "xaiutils", "build-book", "--"]
+    first = subprocess.Popen([*build, sys.executable, "-c", "import time; time.sleep(60)"], cwd=tmp_path,
+                             env=environment())
+    try:
+        lock = tmp_path / "_build" / ".html.lock"
+        deadline = time.monotonic() + 30
+        while not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+            assert first.poll() is None, f"the first build ended ({first.returncode})"
+            assert time.monotonic() < deadline, "the first build never took the lock"
+            time.sleep(0.05)
+        started = time.monotonic()
+        second = subprocess.run([*build, sys.executable, "-c", "open('second-ran', 'w')"], cwd=tmp_path,
+                                env=environment(), capture_output=True, text=True, timeout=30)
+        assert time.monotonic() - started < 10
+        assert second.returncode == 2, second.stderr
+        assert f"_build/html is being written by process {first.pid} right now" in second.stderr
+        assert not (tmp_path / "second-ran").exists()
+        assert psutil.Process(first.pid).cmdline()[-1] == "import time; time.sleep(60)"  # the build itself holds it
+    finally:
+        first.terminate()
+        first.wait(timeout=10)
+    # once the first has ended, a build runs
+    again = subprocess.run([*build, sys.executable, "-c", "open('second-ran', 'w')"], cwd=tmp_path,
+                           env=environment(), capture_output=True, text=True, timeout=30)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "second-ran").exists()
+    # and make book goes through it
+    recipe = subprocess.run(["make", "-n", "book"], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout
+    assert "-m xaiutils build-book -- .venv/bin/jupyter-book build ." in recipe

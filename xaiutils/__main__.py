@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="an explain setting of the preset, e.g. -p methods '[saliency, sobel]' "
                               "-p n_test_images 16 -p workers 1")
 
+    locked = commands.add_parser(
+        "build-book", help="run the book build (the command after --) holding the lock of the built book, so that a "
+                           "second build in the same checkout is refused at once, naming the first one's process")
+    locked.add_argument("--html-dir", default="_build/html", help="the built book's folder, whose lock is taken "
+                                                                 "(default: _build/html; the lock: _build/.html.lock)")
+    locked.add_argument("program", nargs=argparse.REMAINDER, help="-- then the build command")
+
     check = commands.add_parser("check-book", help="open the built book in headless Chromium; exit 1 on blank pages, "
                                                    "missing figures or broken internal links")
     check.add_argument("html_dir", nargs="?", default="_build/html", help="the built site (default: _build/html)")
@@ -209,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(place_mobilenet_v2())
         return 0
+    if args.command == "build-book":
+        from xaiutils.execution.locks import exec_holding_lock
+
+        program = args.program[1:] if args.program[:1] == ["--"] else args.program
+        return _run_guarded(lambda: exec_holding_lock(args.html_dir, program))
     if args.command == "check-book":
         from xaiutils.bookcheck import main as check_book_main
 

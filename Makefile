@@ -61,8 +61,9 @@ test-isa: $(STAMP) $(TEST_STAMP) browser
 # --all: every page is read and so every notebook executed again, even when only xaiutils changed.
 # -W: a warning fails the build (with --keep-going, after listing them all). A glue reference whose value is
 # missing or cannot be formatted is only a warning otherwise, and the prose would silently lose its number.
+# build-book holds _build/.html.lock while jupyter-book runs: a second `make book` in this checkout is refused at once.
 book: $(STAMP)
-	$(VENV)/bin/jupyter-book build . --builder html --all -W --keep-going
+	$(PY) -m xaiutils build-book -- $(VENV)/bin/jupyter-book build . --builder html --all -W --keep-going
 	@echo "Book built: $(CURDIR)/_build/html/index.html"
 
 # Debian's chromium + chromium-driver, for tests/test_bookcheck.py and check-book. Selenium is given both paths

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "path/to/file.py:function; repeat for several")
     scoring.add_argument("--setting", dest="user_methods", action=_SettingAction, nargs=2, metavar=("KEY", "VALUE"),
                          help="a keyword setting for the --method before it (VALUE read as YAML); repeatable")
+    scoring.add_argument("--method-timeout", type=float, default=None, metavar="SECONDS",
+                         help="seconds a method may take on one batch of images before it is stopped and refused "
+                              "(default: 600)")
     scoring.add_argument("--preset", default="book", choices=preset_names(),
                          help="whose trained grid and explain settings to use (default: book)")
     scoring.add_argument("--grid-dir", default=None, help="grid folder (default: runs/<preset>/03_finetune/grid)")
@@ -70,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     scoring.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                          help="an explain setting of the preset, e.g. -p methods '[saliency, sobel]' "
                               "-p n_test_images 16 -p workers 1")
+
+    locked = commands.add_parser(
+        "build-book", help="run the book build (the command after --) holding the lock of the built book, so that a "
+                           "second build in the same checkout is refused at once, naming the first one's process")
+    locked.add_argument("--html-dir", default="_build/html", help="the built book's folder, whose lock is taken "
+                                                                 "(default: _build/html; the lock: _build/.html.lock)")
+    locked.add_argument("program", nargs=argparse.REMAINDER, help="-- then the build command")
 
     check = commands.add_parser("check-book", help="open the built book in headless Chromium; exit 1 on blank pages, "
                                                    "missing figures or broken internal links")
@@ -194,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def score() -> int:
             board = evaluate_methods(args.user_methods, preset=args.preset, grid_dir=args.grid_dir,
-                                     data_dir=args.data_dir, out_dir=args.out, **_parameters(args.parameter))
+                                     data_dir=args.data_dir, out_dir=args.out, method_timeout=args.method_timeout,
+                                     **_parameters(args.parameter))
             shown = [column for column in board.columns if not column.endswith(("_ci_low", "_ci_high"))]
             print(board[shown].to_string(index=False, float_format=lambda value: f"{value:.3f}"))
             from xaiutils.execution.paths import default_out_dir
@@ -208,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(place_mobilenet_v2())
         return 0
+    if args.command == "build-book":
+        from xaiutils.execution.locks import exec_holding_lock
+
+        program = args.program[1:] if args.program[:1] == ["--"] else args.program
+        return _run_guarded(lambda: exec_holding_lock(args.html_dir, program))
     if args.command == "check-book":
         from xaiutils.bookcheck import main as check_book_main
 

@@ -153,7 +153,7 @@ OUTPUT_FILES = ("scores.csv", "sanity.csv", "leaderboard.csv")
 
 
 def evaluate_methods(user_methods, preset: str = "book", grid_dir=None, data_dir=None, out_dir=None,
-                     progress: bool = True, **overrides) -> pd.DataFrame:
+                     progress: bool = True, method_timeout: float | None = None, **overrides) -> pd.DataFrame:
     """Score ``user_methods`` on the trained grid with the preset's methods and control maps; write the leaderboard.
 
     What ``python -m xaiutils evaluate`` runs. ``user_methods``: specs or entries (:func:`plugins.parse_entries`).
@@ -164,7 +164,8 @@ def evaluate_methods(user_methods, preset: str = "book", grid_dir=None, data_dir
     as one folder ``out_dir`` (default ``runs/<preset>/evaluate``), built under a temporary name and swapped in whole,
     so a failure while writing leaves the previous set or none; ``out_dir`` must be new, empty or such a set.
     ``overrides``: notebook 4's parameters of the ``explain`` preset section (``methods``, ``metrics``,
-    ``n_test_images``, ``workers`` …).
+    ``n_test_images``, ``workers`` …). ``method_timeout``: seconds a user method may take on one batch (default:
+    each entry's ``timeout``, :data:`plugins.DEFAULT_TIMEOUT`); a method past it is refused, naming it and the limit.
     Returns the leaderboard.
     """
     from xaiutils.analysis import difficulty, sanity
@@ -172,6 +173,9 @@ def evaluate_methods(user_methods, preset: str = "book", grid_dir=None, data_dir
     config = resolve("explain", preset, **overrides)
     explain.check_methods(config["methods"])  # a method listed twice is refused before any work
     entries = plugins.parse_entries(user_methods)
+    if method_timeout is not None:
+        limit = plugins.check_timeout(method_timeout, "--method-timeout")
+        entries = [{**entry, "timeout": limit} for entry in entries]
     data_dir = Path(data_dir) if data_dir is not None else default_out_dir(preset, "01_data") / "dataset"
     grid_dir = Path(grid_dir) if grid_dir is not None else default_out_dir(preset, "03_finetune") / "grid"
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(preset, "evaluate")

@@ -12,17 +12,24 @@ forms into plain dicts, which is what crosses process boundaries: each worker im
 
 Every call is validated before its maps reach a metric (:func:`call`): shape, dtype, finite values, batch size,
 and a model left unchanged (weights, buffers and every module's train/eval mode). A violation raises
-:class:`InvalidMethod`, a ``ValueError`` with a one-line message naming the method and the problem.
+:class:`InvalidMethod`, a ``ValueError`` with a one-line message naming the method and the problem. So does a call
+that takes longer than the entry's ``timeout`` (seconds per batch, :data:`DEFAULT_TIMEOUT` unless set): a method
+that never returns is stopped, not waited for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
 import inspect
+import math
 import re
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +41,43 @@ from xaiutils.domain import explain
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
+DEFAULT_TIMEOUT = 600.0  # seconds a user method may take on one batch (python -m xaiutils evaluate --method-timeout)
+
+
 class InvalidMethod(ValueError):
     """A user's method broke the contract; the message (one line) names the method and what is wrong."""
+
+
+class _TimeUp(BaseException):
+    """Raised into a method that ran past its time limit (a BaseException: a method's ``except Exception`` must
+    not swallow it)."""
+
+
+def check_timeout(value, name: str = "timeout") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`_TimeUp` in the block after ``seconds`` (a SIGALRM timer; in the main thread of a POSIX
+    process, where the methods run: here, in the pool's workers and in notebook 4's kernel. Elsewhere, e.g. a Dask
+    worker's thread, no limit). A method blocked inside one C call is stopped when the call returns."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def time_up(signum, frame):
+        raise _TimeUp
+
+    previous = signal.signal(signal.SIGALRM, time_up)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _one_line(text: str) -> str:
@@ -67,8 +109,9 @@ def _is_file(target: str) -> bool:
 
 
 def parse_entries(entries) -> list[dict[str, Any]]:
-    """Plain-dict entries ``{"name", "spec", "settings"}`` from a list of specs (``"[NAME=]SPEC"``) or of mappings
-    with keys ``spec`` (required), ``name`` and ``settings``. File paths are made absolute here, so that worker
+    """Plain-dict entries ``{"name", "spec", "settings", "timeout"}`` from a list of specs (``"[NAME=]SPEC"``) or of
+    mappings with keys ``spec`` (required), ``name``, ``settings`` and ``timeout`` (seconds per batch, default
+    :data:`DEFAULT_TIMEOUT`). File paths are made absolute here, so that worker
     processes with another working folder find them. Names must be unique and differ from the registry's."""
     if entries is None:
         return []
@@ -80,10 +123,11 @@ def parse_entries(entries) -> list[dict[str, Any]]:
             entry = {"spec": entry}
         if not isinstance(entry, dict) or "spec" not in entry:
             raise ValueError(f"a user method is 'package.module:function' or a mapping with 'spec' (and optional "
-                             f"'name', 'settings'), got {entry!r}")
-        unknown = sorted(set(entry) - {"spec", "name", "settings"})
+                             f"'name', 'settings', 'timeout'), got {entry!r}")
+        unknown = sorted(set(entry) - {"spec", "name", "settings", "timeout"})
         if unknown:
-            raise ValueError(f"unknown key(s) {unknown} in user method {entry!r}; valid keys: spec, name, settings")
+            raise ValueError(f"unknown key(s) {unknown} in user method {entry!r}; valid keys: spec, name, settings, "
+                             "timeout")
         given_name, target, function = split_spec(entry["spec"])
         if _is_file(target):
             path = Path(target).expanduser().resolve()
@@ -107,7 +151,8 @@ def parse_entries(entries) -> list[dict[str, Any]]:
         if name in seen:
             raise ValueError(f"two user methods are named {name!r}; name them apart with NAME=SPEC")
         seen.add(name)
-        parsed.append({"name": name, "spec": f"{target}:{function}", "settings": dict(settings)})
+        timeout = check_timeout(entry.get("timeout", DEFAULT_TIMEOUT), f"timeout of method {name!r}")
+        parsed.append({"name": name, "spec": f"{target}:{function}", "settings": dict(settings), "timeout": timeout})
     return parsed
 
 
@@ -242,7 +287,8 @@ def check_maps(maps, n_images: int, image_shape: tuple[int, ...], name: str) -> 
 
 
 def call(method, entry: dict[str, Any], model: torch.nn.Module, images, targets, seed: int = 0) -> np.ndarray:
-    """Maps of a user's ``method`` (loaded from ``entry``) for ``images`` and ``targets``, validated.
+    """Maps of a user's ``method`` (loaded from ``entry``) for ``images`` and ``targets``, validated; stopped with
+    :class:`InvalidMethod` when it takes longer than the entry's ``timeout`` seconds.
 
     The model runs in eval mode (its modes are restored afterwards); RNGs are seeded with ``seed`` and restored, as
     for the registry's methods. Raises :class:`InvalidMethod` when the maps or the model break the contract, before
@@ -258,9 +304,15 @@ def call(method, entry: dict[str, Any], model: torch.nn.Module, images, targets,
     model.eval()
     before = _model_state(model)
     try:
+        limit = entry.get("timeout", DEFAULT_TIMEOUT)
         with explain._seeded(seed, images.device):
             try:
-                maps = method(model, images.clone(), targets.clone(), **entry["settings"])
+                with _time_limit(limit):
+                    maps = method(model, images.clone(), targets.clone(), **entry["settings"])
+            except _TimeUp:
+                raise InvalidMethod(f"method {name!r} took longer than its limit of {limit:g} s on a batch of "
+                                    f"{images.shape[0]} images and was stopped; make it faster, or allow more time "
+                                    "(evaluate --method-timeout SECONDS, or 'timeout' in its entry)") from None
             except InvalidMethod:
                 raise
             except SystemExit as error:  # sys.exit() in a method would end the whole command with its code

@@ -18,6 +18,8 @@ import glob
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +103,37 @@ def folder_lock(target: str | os.PathLike, wait: float | None = 0) -> Iterator[N
         yield
     finally:
         os.close(fd)  # closing the last descriptor releases the lock
+
+
+def exec_holding_lock(target: str | os.PathLike, argv: list[str]) -> int:
+    """Run the program ``argv`` while holding the folder lock of ``target``, or refuse at once with
+    :class:`FolderBusy` naming the holder: one ``make book`` per checkout at a time.
+
+    Where ``fcntl`` exists this process takes the lock and becomes the program (``exec``, same PID): the lock goes
+    with it, signals reach it directly, and the lock is dropped when it ends, however it ends. Elsewhere the
+    program runs as a child while the lock is held. Returns the program's exit code (only without ``exec``)."""
+    if not argv:
+        raise ValueError("no program to run")
+    if fcntl is None:  # pragma: no cover - Windows
+        with folder_lock(target, wait=0):
+            return subprocess.call(argv)
+    path = lock_file(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise _busy(target, path) from None
+    _note_owner(fd)
+    os.set_inheritable(fd, True)  # the program keeps the open file, and with it the lock
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvp(argv[0], argv)
+    except OSError:
+        os.close(fd)
+        raise
 
 
 def remove_leftovers(target: str | os.PathLike) -> list[Path]:

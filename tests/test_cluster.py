@@ -161,9 +161,9 @@ def test_a_worker_killed_mid_cell_loses_nothing_and_duplicates_nothing(tmp_path,
     assert [name for name, _ in started].count("imagenet-k1-s0") == 1
     assert [name for name, _ in started].count("none-k0-s0") == 1
     assert [pid for name, pid in started if name == "imagenet-k3-s0"][1] != victim
-    # no half-written folder: only complete cells and their lock files are left
+    # no half-written folder: only complete cells, their lock files, accuracy.csv and its record are left
     assert sorted(path.name for path in out.iterdir() if not path.name.endswith(".lock")) == [
-        "accuracy.csv", "imagenet-k1-s0", "imagenet-k3-s0", "none-k0-s0"]
+        "accuracy.csv", "cache", "checksums.json", "imagenet-k1-s0", "imagenet-k3-s0", "none-k0-s0"]
     for name in table["run"]:
         assert is_finished(out / name, {**parameters, **_cell(name), "grid": False})
     assert victim not in worker_pids(client)  # the nanny started a new worker in its place

@@ -26,10 +26,11 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+from xaiutils.foundation.files import write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ("00_overview", "01_data", "02_pretrain_mri", "03_finetune", "04_explain", "05_regression")
@@ -186,12 +187,6 @@ def markdown(glue, accuracy, hashes, difference, labels, commit) -> str:
             shown = (f"{row.a}", f"{row.b}", "same" if row.same else "**differs**")
         lines.append(f"| {row.notebook} | `{row.name}` | " + " | ".join(shown) + " |")
     return "\n".join(lines) + "\n"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".partial") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
 
 
 def compare(a: Path, b: Path, labels, preset: str, markdown_path: Path | None, record_path: Path | None,

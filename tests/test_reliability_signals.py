@@ -97,6 +97,17 @@ def assert_all_gone(processes: list[psutil.Process], within: float) -> None:
 # ------------------------------------------------------------- case 8: stop signals end the worker pool, no orphans
 
 
+def wait_or_fail(process, children, timeout: float, message: str) -> None:
+    """Wait for ``process``; past ``timeout`` kill it and its children (no orphan outlives the test) and fail."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for child in children:
+            child.kill()
+        process.kill()
+        pytest.fail(message)
+
+
 @pytest.mark.parametrize("stop, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_case8_a_stop_signal_ends_evaluate_and_its_workers_within_seconds(tiny_grid, tmp_path, stop, code):
     command = evaluate_command(tiny_grid, tmp_path, hanging_method(tmp_path), "-p", "workers", "2")
@@ -104,13 +115,7 @@ def test_case8_a_stop_signal_ends_evaluate_and_its_workers_within_seconds(tiny_g
     assert len([child for child in children if child.pid != process.pid]) >= 2
     sent = time.monotonic()
     os.kill(process.pid, stop)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        for child in children:
-            child.kill()
-        process.kill()
-        pytest.fail(f"evaluate still ran 10 s after {stop.name}")
+    wait_or_fail(process, children, 10, f"evaluate still ran 10 s after {stop.name}")
     assert time.monotonic() - sent < 10
     err = stderr_of(tmp_path)
     assert process.returncode == code, err[-2000:]
@@ -151,13 +156,7 @@ def test_case9_the_limit_holds_in_the_pool_s_workers_and_ends_them(tiny_grid, tm
     command = evaluate_command(tiny_grid, tmp_path, hanging_method(tmp_path), "--method-timeout", "3",
                                "-p", "workers", "2")
     process, children = start_until_workers_hang(command, tmp_path)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        for child in children:
-            child.kill()
-        process.kill()
-        pytest.fail("evaluate still waited for the method 30 s after the workers started it")
+    wait_or_fail(process, children, 30, "evaluate still waited for the method 30 s after the workers started it")
     err = stderr_of(tmp_path)
     assert process.returncode == 2, err[-2000:]
     assert "error: method 'hangs' took longer than its limit of 3 s on a batch of" in err, err[-2000:]

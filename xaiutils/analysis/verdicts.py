@@ -12,7 +12,9 @@ Every verdict is one of :data:`VERDICTS`; notebook 5 glues them into the text, s
 
 from __future__ import annotations
 
+import json
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -150,9 +152,6 @@ def factor_verdicts(table: pd.DataFrame, claim: int) -> dict[str, str]:
 def read_cross_build_record(path) -> dict | None:
     """The cross-machine record that ``benchmarks/cross_build.py compare --record`` writes (``None`` if absent):
     each glued verdict of notebook 5 as two builds of the preset found it, one per instruction-set setting."""
-    import json
-    from pathlib import Path
-
     path = Path(path)
     if not path.is_file():
         return None

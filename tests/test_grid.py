@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -218,11 +219,42 @@ def test_book_cells_have_no_time_limit():
     assert config["execute"]["timeout"] == -1
 
 
-def test_a_failing_cell_stops_a_grid_with_two_workers_before_the_queued_cells(tmp_path):
+def test_a_failing_cell_in_a_grid_with_two_workers_stops_the_grid_with_its_error(tmp_path):
     notebook, log, out = fake_grid(tmp_path)
-    spec = {"sources": ["none"], "n_pretrained_blocks": [0], "seeds": list(range(8)), "workers": 2}
+    spec = {"sources": ["none"], "n_pretrained_blocks": [0], "seeds": list(range(4)), "workers": 2}
     with pytest.raises(Exception, match="simulated crash"):
         run_grid(out_dir=out, spec=spec, notebook=notebook, progress=False, check_inputs=False,
                  parameters={"log_file": str(log), "fail_on": "none-k0-s0"})
-    ran = log.read_text().split()
-    assert "none-k0-s0" in ran and len(ran) < 8, f"queued cells ran after the failure: {ran}"
+    assert "none-k0-s0" in log.read_text().split()
+    assert not (out / "none-k0-s0" / "run.json").exists(), "the failed cell leaves no finished folder"
+
+
+def test_no_queued_cell_starts_after_a_cell_failed_in_a_grid_with_two_workers(tmp_path, monkeypatch):
+    """The order of events is forced, not timed: s0 fails while s1 is running, and s1 returns only after s0's
+    error has left its worker; whichever thread is free then must not start s2 … s7 (the CI run of bcd3f31
+    started all eight under a real kernel, whose error path is slower than a whole cell)."""
+    import threading
+
+    import xaiutils.execution.grid as grid_module
+
+    started, s1_running, s0_failed = [], threading.Event(), threading.Event()
+
+    def fake_cell(folder, cell_parameters, inputs, preset, prepare, wait):
+        name = Path(folder).name
+        started.append(name)
+        if name == "none-k0-s0":
+            assert s1_running.wait(30)
+            s0_failed.set()
+            raise RuntimeError("simulated crash in s0")
+        if name == "none-k0-s1":
+            s1_running.set()
+            assert s0_failed.wait(30)
+            time.sleep(0.3)  # s0's error has left its worker by now (an exception travels in microseconds)
+        return True
+
+    monkeypatch.setattr(grid_module, "run_grid_cell", fake_cell)
+    spec = {"sources": ["none"], "n_pretrained_blocks": [0], "seeds": list(range(8)), "workers": 2}
+    with pytest.raises(RuntimeError, match="simulated crash in s0"):
+        run_grid(out_dir=tmp_path / "grid", spec=spec, notebook=fake_grid(tmp_path)[0], progress=False,
+                 check_inputs=False)
+    assert sorted(started) == ["none-k0-s0", "none-k0-s1"], f"queued cells started after the failure: {started}"

@@ -227,9 +227,22 @@ def run_grid(
                 prepared.extend(prepare_notebook(notebook, preset, cell_parameters, label=" of the grid"))
         return prepared[0], prepared[1]
 
+    # Set by the worker thread whose cell failed, before the error reaches the main thread: that thread (or the
+    # other workers) may already be taking the next queued cell by the time the main thread cancels the queue.
+    stopping = threading.Event()
+
     def run_cell(cell, wait) -> None:
+        if stopping.is_set():
+            return
         cell_parameters = {**parameters, **cell, "grid": False}
-        if run_grid_cell(out_dir / cell_name(cell), cell_parameters, inputs, preset, prepare, wait):
+        try:
+            ran = run_grid_cell(out_dir / cell_name(cell), cell_parameters, inputs, preset, prepare, wait)
+        except FolderBusy:
+            raise
+        except BaseException:
+            stopping.set()
+            raise
+        if ran:
             executed.append(cell_name(cell))
 
     busy = []

@@ -34,6 +34,15 @@
 # NIfTI volumes (or to `"ixi"` after `xaiutils.domain.mri.fetch.fetch_ixi()` has downloaded the IXI collection) this
 # notebook uses real subjects instead, one volume per subject.
 #
+# **Lesion appearance.** Lesions are drawn **hypo-intense** (darker than the tissue they replace) by default, with
+# a smooth random texture. In T1-weighted MRI, focal lesions are more often dark or iso-intense than bright
+# (multiple-sclerosis "black holes", tumour cores, infarcts). It also matters for the benchmark: with bright lesions,
+# the brightest pixel of every image lay in a lesion, so the image itself was a near-perfect explanation (it won the
+# pointing game on every image) and every method that multiplies by the input inherited that. The default data are
+# chosen so that **the image is not an oracle** (section "Is the image an explanation by itself?" below), a criterion
+# stated before any method was scored. Hyper-intense lesions (`lesion_contrast` above 0) and iso-intense ones (near 0,
+# visible by texture and edges only) remain a parameter away.
+#
 # **Our choices.** Image sizes, numbers of subjects and slices, lesion count, radius range, contrast, edge
 # softness, irregularity and the pseudo-subject variability are our choices, set in `xaiutils.foundation.config` and
 # overridable below. They are not the reference study's values, which we do not have.
@@ -54,17 +63,19 @@
 # %%
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from xaiutils.analysis.controls import IMAGE_NOT_ORACLE, ORACLE, image_is_oracle, oracle_table
 from xaiutils.book import glue
 from xaiutils.domain.mri.anatomy import level_to_mm, template_anatomy
 from xaiutils.domain.mri.slices import sample_slices
 from xaiutils.domain.synth.dataset import load_benchmark, make_benchmark
-from xaiutils.domain.synth.lesions import SHAPES, local_mask, sample_lesion, solidity
+from xaiutils.domain.synth.lesions import SHAPES, draw_lesions, local_mask, place_lesions, sample_lesion, solidity
 from xaiutils.domain.synth.parameters import SPLITS, lesion_params_from_config, variability_from_config
 from xaiutils.execution.paths import default_out_dir
 from xaiutils.foundation.config import resolve_from
@@ -92,8 +103,13 @@ n_lesions = None
 radius_range = None
 # Lesions are ellipses whose aspect ratio is drawn from [1, max_aspect] (None: preset value).
 max_aspect = None
-# Additive lesion intensity, in units of the slice's brain intensity range, [low, high] (None: preset value).
+# Additive lesion intensity, in units of the slice's brain intensity range, [low, high]: negative values give
+# hypo-intense (dark) lesions, near 0 iso-intense ones, positive hyper-intense (bright) ones (None: preset value).
 lesion_contrast = None
+# SD of a smooth random texture inside each lesion, same units; 0 gives uniform lesions (None: preset value).
+lesion_texture = None
+# Correlation length of that texture: Gaussian sigma in pixels (None: preset value).
+texture_scale = None
 # Width in pixels of the lesion masks' soft edge; 0 gives hard edges (None: preset value).
 edge_softness = None
 # Smallest gap in pixels between two lesions of one image (None: preset value).
@@ -102,6 +118,9 @@ min_gap = None
 irregularity = None
 # Where lesions may go: "brain" (inside the brain mask) or "white_matter" (None: preset value, "brain").
 placement = None
+# "none", or "distractor": every image also gets one class-independent blob (random shape, the lesions' contrast
+# with the opposite sign) that is not part of the ground truth (None: preset value, "none").
+variant = None
 # Pseudo-subjects (volume_source "mni152" only), the simulated variability of one anatomy (None: preset values):
 # SD of the B-spline deformation in mm, in-plane rotation drawn from +- rotation_deg, isotropic scaling from
 # 1 +- scale_jitter, SD of the log gamma of the intensity curve, SD of the smooth log bias field, and the Rician
@@ -183,6 +202,34 @@ fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.7, label="soft mask value")
 fig.savefig(out_dir / "lesion_shapes.png", dpi=120)
 
 # %% [markdown]
+# ## Lesion appearance
+#
+# One slice with irregular lesions drawn hyper-intense, iso-intense (texture only), hypo-intense, and with this run's
+# appearance (the lesions are placed anew in each panel). A lesion adds `(contrast + texture) × soft mask` to the slice, in units of the slice's brain intensity
+# range, and no lesion pixel is made negative (a magnitude image has none). One grey scale for all panels.
+
+# %%
+appearance_rng = np.random.default_rng(int(config["seed"]) + 1)
+appearance_slice = shown[0]
+appearance_brain = sample_slices(template, [level], size)[1][0]
+appearances = [("hyper-intense", (0.5, 0.5), 0.0), ("iso-intense, texture 0.15", (0.0, 0.0), 0.15),
+               ("hypo-intense", (-0.5, -0.5), 0.0),
+               (f"this run: contrast {tuple(params.contrast_range)}, texture {params.texture:g}",
+                params.contrast_range, params.texture)]
+fig, axes = plt.subplots(1, len(appearances), figsize=(2.8 * len(appearances), 3.1), layout="constrained")
+for ax, (title, contrast, texture) in zip(axes, appearances, strict=True):
+    look = replace(params, contrast_range=tuple(contrast), texture=texture, n_lesions=(2, 2))
+    placed, _ = place_lesions(appearance_brain, ["irregular", "irregular"], look, appearance_rng)
+    drawn, drawn_mask = draw_lesions(appearance_slice, placed, look.edge_softness)
+    im = ax.imshow(drawn, cmap="gray", vmin=0, vmax=1.3)
+    ax.contour(drawn_mask, levels=[0.5], colors="red", linewidths=0.6)
+    ax.set_title(title, fontsize=8)
+    ax.set_axis_off()
+fig.colorbar(im, ax=axes.tolist(), shrink=0.8, label="intensity (brain-scaled)")
+fig.suptitle("Lesion appearance (red: mask binarised at 0.5)")
+fig.savefig(out_dir / "lesion_appearance.png", dpi=120)
+
+# %% [markdown]
 # ## Generating the dataset
 #
 # `xaiutils.domain.synth.dataset.make_benchmark` draws the slices, places the lesions (inside the brain mask, not
@@ -230,6 +277,33 @@ for label, name in enumerate(class_names):
         ax.set_axis_off()
 fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.7, label="intensity (brain-scaled)")
 fig.savefig(out_dir / "examples.png", dpi=120)
+
+# %% [markdown]
+# ## Is the image an explanation by itself?
+#
+# Before any model is trained, model-free maps are scored against the test split's masks: the image itself
+# (`input`), its edges (`sobel`, `laplace`), noise (`random`) and, as the ceiling, the mask itself. If the image alone
+# found the lesions, a benchmark could not tell an explanation of the model from a copy of the image. **The criterion
+# of the default data, fixed before any method was scored:** the `input` map wins the pointing game on at most 30 % of
+# the images and has a ROC-AUC of at most 0.75. Edge maps keep some skill, since a visible lesion has edges; later
+# notebooks report every method next to them.
+
+# %%
+test_rows = bench.indices("test")
+controls_table = oracle_table(images[test_rows], masks[test_rows], seed=int(config["seed"]))
+exceeded = image_is_oracle(controls_table)
+criterion = " and ".join(f"{metric} ≤ {limit:g}" for metric, limit in IMAGE_NOT_ORACLE.items())
+verdict = ("meets" if not any(exceeded.values()) else "does NOT meet")
+print(f"{len(test_rows)} test images. The input map {verdict} the criterion ({criterion}): pointing game "
+      f"{controls_table.loc['input', 'pointing_game']:.3f}, ROC-AUC {controls_table.loc['input', 'roc_auc']:.3f}")
+glue("input_pointing_game", float(controls_table.loc["input", "pointing_game"]))
+glue("input_roc_auc", float(controls_table.loc["input", "roc_auc"]))
+glue("image_criterion", verdict)
+glue("best_edge_auc", float(controls_table.loc[["sobel", "laplace"], "roc_auc"].max()))
+write_atomic(out_dir / "control_maps.csv", controls_table.to_csv())
+controls_table.rename(index={ORACLE: "mask (oracle, the ceiling)"}).rename(columns={
+    "pointing_game": "pointing game", "roc_auc": "ROC-AUC", "importance_mass_accuracy": "mass in lesions (IMA)"
+}).round(3)
 
 # %% [markdown]
 # ## Lesion properties per class
@@ -301,6 +375,10 @@ write_atomic(out_dir / "data_summary.json", json.dumps(summary, indent=2) + "\n"
 #   notebooks read it from `runs/<preset>/01_data/dataset`.
 # - With the default source the subjects are pseudo-subjects: simulated variability of one template anatomy,
 #   not real people. Real volumes can replace them through the `volume_source` parameter.
+# - Lesions are hypo-intense by default, and the image is not an oracle: the `input` map's pointing game is
+#   {glue:text}`input_pointing_game:.2f` and its ROC-AUC {glue:text}`input_roc_auc:.2f` on the test split, so this
+#   run {glue:text}`image_criterion` the criterion (≤ 0.3 and ≤ 0.75). Edge maps reach a ROC-AUC of
+#   {glue:text}`best_edge_auc:.2f`: methods are judged against them in notebook 4.
 # - The classes differ in lesion shape only; size and contrast distributions match, and a simple shape statistic
 #   (solidity) separates them, so the task is learnable from the lesion pixels alone.
 # - Sizes, lesion parameters and pseudo-subject variability are our choices, not the reference study's.

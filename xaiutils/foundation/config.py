@@ -96,10 +96,13 @@ class DataConfig(Step):
     radius_range: tuple[float, float]  # equivalent lesion radius, pixels
     max_aspect: float  # ellipse aspect ratio drawn from [1, max_aspect]
     irregularity: float  # RMS relative boundary modulation of irregular lesions
-    lesion_contrast: tuple[float, float]  # additive offset, in units of the slice's brain intensity range
+    lesion_contrast: tuple[float, float]  # additive offset, in units of the slice's brain intensity range (< 0: hypo)
+    lesion_texture: float  # SD of the smooth random texture inside lesions (same units); 0: uniform lesions
+    texture_scale: float  # correlation length of that texture (Gaussian sigma, pixels)
     edge_softness: float  # soft-edge ramp width, pixels (0: hard edges)
     min_gap: float  # pixels between lesions
     placement: str  # "brain" or "white_matter"
+    variant: str  # "none", or "distractor": a class-independent blob per image, outside the ground truth
     # pseudo-subjects (source "mni152" only): simulated variability of one anatomy
     deformation_mm: float  # SD of the B-spline deformation's control-point coefficients (mm)
     rotation_deg: float  # in-plane rotation drawn from +- this
@@ -248,8 +251,14 @@ SMOKE = Preset(
     data=DataConfig(
         volume_source="mni152", n_subjects=48, slices_per_subject=16, image_size=64, min_brain_fraction=0.6,
         lesion_task="shape",
-        n_lesions=(1, 2), radius_range=(4.0, 8.0), max_aspect=1.5, irregularity=0.4, lesion_contrast=(0.3, 0.6),
-        edge_softness=1.0, min_gap=1.0, placement="brain", deformation_mm=5.0, rotation_deg=5.0, scale_jitter=0.05,
+        n_lesions=(1, 2), radius_range=(4.0, 8.0), max_aspect=1.5, irregularity=0.4,
+        # Hypo-intense, textured lesions, chosen by a criterion stated before any method was scored: the image is not
+        # an oracle (its `input` map wins the pointing game on <= 30 % of the test images, ROC-AUC <= 0.75). With the
+        # former bright lesions (0.3, 0.6) the book's `input` map had a pointing game of 1.00 and a ROC-AUC of 0.97;
+        # with these, 0.00 and 0.53 on the book's test split, and the book's `none` k = 0 and `imagenet` k = 3 runs
+        # (seed 0) still reached a test accuracy of 0.91 and 0.99.
+        lesion_contrast=(-0.6, -0.4), lesion_texture=0.1, texture_scale=1.5,
+        edge_softness=1.0, min_gap=1.0, placement="brain", variant="none", deformation_mm=5.0, rotation_deg=5.0, scale_jitter=0.05,
         contrast_jitter=0.15, bias_field=0.2, noise=0.02, split_fractions=(0.6, 0.2, 0.2), seed=0,
     ),
     pretrain=PretrainConfig(
@@ -352,7 +361,7 @@ STUDY = replace(
     data=replace(
         SMOKE.data, n_subjects=200, slices_per_subject=20, image_size=224,
         radius_range=(14.0, 28.0),  # the smoke radii scaled by 224 / 64
-        edge_softness=3.0, min_gap=3.0,
+        edge_softness=3.0, min_gap=3.0, texture_scale=5.0,
     ),
     pretrain=replace(
         SMOKE.pretrain, backbone="vgg16", task="auto",

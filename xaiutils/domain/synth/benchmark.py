@@ -28,6 +28,8 @@ class Benchmark:
     card: dict[str, Any]
     brain_masks: np.ndarray  # N×H×W bool
     lesions: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per lesion
+    # N×H×W float32 in [0, 1], the class-independent distractors (variant "distractor" only; None otherwise)
+    distractor_masks: np.ndarray | None = None
     path: Path | None = None
 
     def __iter__(self):
@@ -49,7 +51,10 @@ def content_hash(bench: Benchmark) -> str:
     """sha256 over the arrays' bytes (with dtype and shape) and a canonical CSV of the metadata and lesion
     tables; file timestamps and the card do not enter it."""
     digest = hashlib.sha256()
-    for name in ("images", "masks", "brain_masks", "labels"):
+    # distractor masks only where there are any, so that datasets without them keep their hashes
+    names = ("images", "masks", "brain_masks", "labels") + (() if bench.distractor_masks is None
+                                                             else ("distractor_masks",))
+    for name in names:
         array = np.ascontiguousarray(getattr(bench, name))
         digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
         digest.update(array.tobytes())

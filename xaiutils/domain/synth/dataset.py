@@ -27,8 +27,24 @@ CARD_FILE = "card.json"
 ARRAY_FILES = {"images": "images.npy", "masks": "masks.npy", "brain_masks": "brain_masks.npy",
                "labels": "labels.npy"}
 NIFTI_FILES = {"images": "images.nii.gz", "masks": "masks.nii.gz", "brain_masks": "brain_masks.nii.gz"}
+# written only when the dataset has them (variant "distractor")
+OPTIONAL_ARRAY_FILES = {"distractor_masks": "distractor_masks.npy"}
 # the files the content hash covers, relative to the dataset folder (their sizes and change times are stamped)
 HASHED_FILES = tuple(f"cache/{name}" for name in ARRAY_FILES.values()) + ("metadata.csv", "lesions.csv")
+
+
+def _array_files(bench_or_card) -> dict[str, str]:
+    """The arrays a dataset holds: the four every dataset has, and the optional ones it was written with."""
+    if isinstance(bench_or_card, dict):
+        listed = bench_or_card.get("files", {}).get("arrays", {})
+        extra = {name: file for name, file in OPTIONAL_ARRAY_FILES.items() if name in listed}
+    else:
+        extra = {name: file for name, file in OPTIONAL_ARRAY_FILES.items() if getattr(bench_or_card, name) is not None}
+    return {**ARRAY_FILES, **extra}
+
+
+def _hashed_files(arrays: dict[str, str]) -> tuple[str, ...]:
+    return HASHED_FILES + tuple(f"cache/{file}" for name, file in arrays.items() if name not in ARRAY_FILES)
 
 
 def to_nifti_stack(array: np.ndarray, pixel_mm: float = 1.0, description: str = ""):
@@ -90,10 +106,11 @@ def write_benchmark(bench: Benchmark, out_dir: str | os.PathLike, overwrite: boo
         with atomic_folder(out_dir) as partial:
             card = dict(bench.card)
             card["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            card["files"] = {"arrays": {k: f"cache/{v}" for k, v in ARRAY_FILES.items()}, "nifti": NIFTI_FILES,
+            arrays = _array_files(bench)
+            card["files"] = {"arrays": {k: f"cache/{v}" for k, v in arrays.items()}, "nifti": NIFTI_FILES,
                              "metadata": "metadata.csv", "lesions": "lesions.csv"}
             (partial / "cache").mkdir()
-            for name, filename in ARRAY_FILES.items():
+            for name, filename in arrays.items():
                 np.save(partial / "cache" / filename, getattr(bench, name))
             pixel_mm = float(np.median(bench.metadata["pixel_mm"])) if len(bench.metadata) else 1.0
             for name, filename in NIFTI_FILES.items():
@@ -103,7 +120,7 @@ def write_benchmark(bench: Benchmark, out_dir: str | os.PathLike, overwrite: boo
             bench.lesions.to_csv(partial / "lesions.csv", index=False)
             (partial / CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")
             (partial / "README.md").write_text(_dataset_readme(card))
-            write_stamp(partial, HASHED_FILES, card["content_hash"])
+            write_stamp(partial, _hashed_files(arrays), card["content_hash"])
     except OSError as error:
         # NumPy reports a full disk as "N requested and M written", with no errno: say what it means
         if error.errno == errno.ENOSPC or "requested and" in str(error):
@@ -172,14 +189,15 @@ def load_benchmark(path: str | os.PathLike, verify: bool = False, mmap: bool = F
     """
     path = Path(path)
     card = read_card(path)
-    arrays = {name: _load_array(path / "cache" / filename, path, mmap) for name, filename in ARRAY_FILES.items()}
+    array_files = _array_files(card)
+    arrays = {name: _load_array(path / "cache" / filename, path, mmap) for name, filename in array_files.items()}
     images = arrays["images"]
     if images.ndim != 3:
         raise ValueError(f"dataset {path}: cache/images.npy has shape {images.shape}, expected N×H×W; "
                          f"{_remake_hint(card)}")
-    for name in ("masks", "brain_masks"):
+    for name in ("masks", "brain_masks", *(set(array_files) - set(ARRAY_FILES))):
         if arrays[name].shape != images.shape:
-            raise ValueError(f"dataset {path}: cache/{ARRAY_FILES[name]} has shape {arrays[name].shape}, the "
+            raise ValueError(f"dataset {path}: cache/{array_files[name]} has shape {arrays[name].shape}, the "
                              f"images {images.shape}; {_remake_hint(card)}")
     if arrays["labels"].shape != images.shape[:1]:
         raise ValueError(f"dataset {path}: cache/labels.npy has shape {arrays['labels'].shape} for "
@@ -189,7 +207,7 @@ def load_benchmark(path: str | os.PathLike, verify: bool = False, mmap: bool = F
                            na_values={c: [""] for c in ("contrast", "solidity", "centroid_row", "centroid_col")})
     lesions = _read_table(path / "lesions.csv", path, dtype={"shape": str})
     bench = Benchmark(arrays["images"], arrays["masks"], arrays["labels"], metadata, card, arrays["brain_masks"],
-                      lesions, path)
+                      lesions, arrays.get("distractor_masks"), path)
     if len(metadata) != len(bench.labels):
         raise ValueError(f"dataset {path}: metadata.csv has {len(metadata)} rows for {len(bench.labels)} images; "
                          f"{_remake_hint(card)}")
@@ -199,7 +217,7 @@ def load_benchmark(path: str | os.PathLike, verify: bool = False, mmap: bool = F
             raise ValueError(f"dataset {path} no longer matches its card: the content hash of its files is "
                              f"{actual[:12]}…, card.json records {card['content_hash'][:12]}… (a file was changed "
                              f"after the dataset was written); {_remake_hint(card)}")
-        write_stamp(path, HASHED_FILES, actual)
+        write_stamp(path, _hashed_files(array_files), actual)
     return bench
 
 

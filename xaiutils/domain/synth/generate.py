@@ -6,6 +6,7 @@ subject-wise splits with balanced classes. All randomness comes from the configu
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,30 @@ def assign_splits(n_subjects: int, fractions, rng: np.random.Generator) -> np.nd
 def _balanced_labels(count: int, extra: int, rng: np.random.Generator) -> np.ndarray:
     labels = np.array([0, 1] * (count // 2) + ([extra] if count % 2 else []), dtype=np.int64)
     return labels[rng.permutation(count)]
+
+
+def _place_with_distractor(region, shapes, params, rng, where):
+    """Lesions of ``shapes``, then one class-independent distractor at least ``min_gap`` away from them: its shape
+    drawn at random whatever the class, the smallest lesion radius (so that it fits beside the lesions in the small
+    slices at the top of the brain), and the lesions' mean contrast with the opposite sign (an image without lesions:
+    its own draw, sign flipped). A slice too crowded for the distractor gets its lesions redrawn.
+    Returns ``(lesions, [distractor])``."""
+    small = replace(params, radius_range=(params.radius_range[0], params.radius_range[0]), max_redraws=1)
+    for _ in range(params.max_redraws):
+        lesions, _ = lesion_lib.place_lesions(region, shapes, params, rng, where=where)
+        free = np.asarray(region, dtype=bool).copy()
+        if lesions:
+            _, support = lesion_lib.draw_lesions(np.zeros(free.shape), lesions, params.edge_softness)
+            free &= ndimage.distance_transform_edt(support <= 0) > params.min_gap
+        try:
+            blob, _ = lesion_lib.place_lesions(free, [lesion_lib.SHAPES[int(rng.integers(2))]], small, rng, where=where)
+        except ValueError:
+            continue
+        blob[0].contrast = -float(np.mean([lesion.contrast for lesion in lesions] if lesions else [blob[0].contrast]))
+        return lesions, blob
+    raise ValueError(f"cannot place a distractor beside the lesions of {where} after {params.max_redraws} redraws "
+                     f"(n_lesions={params.n_lesions}, radius_range={params.radius_range}); use fewer or smaller "
+                     "lesions, or variant='none'")
 
 
 def synthesize(config: dict[str, Any], progress: bool = True) -> Benchmark:
@@ -85,7 +110,8 @@ def synthesize(config: dict[str, Any], progress: bool = True) -> Benchmark:
         members = np.flatnonzero(splits == name)
         rank_in_split[members] = np.arange(len(members))
     class_names = parameters.CLASS_NAMES[cfg["lesion_task"]]
-    images, masks, brains, labels, rows, lesion_rows = [], [], [], [], [], []
+    with_distractor = cfg.get("variant", "none") == "distractor"
+    images, masks, brains, labels, rows, lesion_rows, distractors = [], [], [], [], [], [], []
     subject_seeds = subject_seq.spawn(n_subjects)
     for index in tqdm(range(n_subjects), desc="subjects", disable=not progress):
         rng = np.random.default_rng(subject_seeds[index])
@@ -115,7 +141,12 @@ def synthesize(config: dict[str, Any], progress: bool = True) -> Benchmark:
             else:
                 shape, count = "none", 0
             region = brain if params.placement == "brain" else lesion_lib.white_matter_region(image, brain)
-            placed, _ = lesion_lib.place_lesions(region, [shape] * count, params, rng, where=where)
+            if with_distractor:
+                placed, blob = _place_with_distractor(region, [shape] * count, params, rng, where)
+                image, distractor = lesion_lib.draw_lesions(image, blob, params.edge_softness)
+                distractors.append(distractor)
+            else:
+                placed, _ = lesion_lib.place_lesions(region, [shape] * count, params, rng, where=where)
             drawn, mask = lesion_lib.draw_lesions(image, placed, params.edge_softness)
             binary = mask >= 0.5
             n_image = len(images)
@@ -141,6 +172,7 @@ def synthesize(config: dict[str, Any], progress: bool = True) -> Benchmark:
                 "centroid_col": float(centroid[1]),
                 "brain_area_px": int(brain.sum()),
                 "pixel_mm": float(pixel_mm),
+                **({"distractor_area_px": int((distractors[-1] >= 0.5).sum())} if with_distractor else {}),
             })
             images.append(drawn)
             masks.append(mask)
@@ -159,6 +191,7 @@ def synthesize(config: dict[str, Any], progress: bool = True) -> Benchmark:
         card={},
         brain_masks=np.stack(brains).astype(bool),
         lesions=lesion_table,
+        distractor_masks=np.stack(distractors).astype(np.float32) if with_distractor else None,
     )
     counts = metadata.groupby(["split", "class_name"]).size()
     bench.card = {
@@ -182,6 +215,9 @@ def synthesize(config: dict[str, Any], progress: bool = True) -> Benchmark:
             "masks": "N×H×W float32 in [0, 1] with soft edges; binarise at 0.5 for scoring",
             "brain_masks": "N×H×W bool",
             "labels": f"0 = {class_names[0]}, 1 = {class_names[1]}",
+            **({"distractor_masks": "N×H×W float32 in [0, 1]: one class-independent blob per image (random shape, "
+                                    "the image's lesion contrast with the opposite sign), not part of the ground "
+                                    "truth"} if with_distractor else {}),
         },
     }
     return bench

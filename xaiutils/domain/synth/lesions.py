@@ -8,6 +8,14 @@ Two shape generators share one size distribution:
   angular harmonics 3 … 7 with a fixed RMS amplitude ``irregularity``), rescaled so that its expected area is again
   π r². Lobes and dents make it non-convex, which a shape statistic such as :func:`solidity` picks up.
 
+Appearance: a lesion adds ``(contrast + texture) × soft mask`` to the slice, in units of the slice's brain intensity
+range (0 = darkest, 1 = brightest brain tissue). ``contrast`` is drawn per lesion: negative gives hypo-intense lesions
+(darker than the tissue they replace, like T1 "black holes" of multiple sclerosis or necrotic tumour cores), near
+zero iso-intense ones (visible only by their texture and edges), positive hyper-intense ones. ``texture`` is a smooth
+random field (Gaussian noise smoothed over ``texture_scale`` pixels, rescaled to standard deviation ``texture``) drawn
+per lesion: heterogeneous lesion tissue. A hypo-intense lesion never takes a pixel below 0 (a magnitude image has no
+negative intensities): each lesion pixel keeps at least ``min(its value before, 0)``.
+
 A lesion's soft mask is ``clip(0.5 + d / edge_softness, 0, 1)``, with ``d`` the signed radial distance (pixels) to
 its boundary, so the mask binarised at 0.5 is exactly the hard shape. Lesions are placed one by one at random inside
 an allowed region (brain mask, or its white matter), so that every pixel of their soft support lies inside the
@@ -66,6 +74,8 @@ class LesionParams:
     max_aspect: float = 1.5  # ellipse aspect ratios are drawn from [1, max_aspect]
     irregularity: float = 0.25  # RMS relative modulation of the irregular boundary radius
     contrast_range: tuple[float, float] = (0.3, 0.6)  # additive intensity offset, drawn per lesion
+    texture: float = 0.0  # standard deviation of the smooth random texture inside a lesion; 0 = uniform lesions
+    texture_scale: float = 1.5  # correlation length (Gaussian sigma, pixels) of that texture
     edge_softness: float = 1.0  # width (pixels) of the linear ramp of the soft mask; 0 = hard edge
     min_gap: float = 2.0  # minimum distance (pixels) between the soft supports of two lesions
     placement: str = "brain"  # "brain" (inside the brain mask) or "white_matter"
@@ -80,7 +90,7 @@ class LesionParams:
         if r_low < 1.0:
             raise ValueError(f"radius_range must be >= 1 pixel, got {self.radius_range!r}")
         c_low, c_high = _pair(self.contrast_range, "contrast_range")
-        for name in ("max_aspect", "irregularity", "edge_softness", "min_gap"):
+        for name in ("max_aspect", "irregularity", "edge_softness", "min_gap", "texture", "texture_scale"):
             object.__setattr__(self, name, _finite(getattr(self, name), name))
         if self.max_aspect < 1.0:
             raise ValueError(f"max_aspect must be >= 1, got {self.max_aspect!r}")
@@ -90,6 +100,9 @@ class LesionParams:
             raise ValueError(
                 f"edge_softness and min_gap must be >= 0, got {self.edge_softness!r} and {self.min_gap!r}"
             )
+        if self.texture < 0 or self.texture_scale <= 0:
+            raise ValueError(f"texture must be >= 0 and texture_scale > 0 pixels, got {self.texture!r} and "
+                             f"{self.texture_scale!r}")
         if self.placement not in PLACEMENTS:
             raise ValueError(f"unknown placement {self.placement!r}; valid placements: {', '.join(PLACEMENTS)}")
         object.__setattr__(self, "n_lesions", (n_low, n_high))
@@ -109,6 +122,7 @@ class Lesion:
     harmonics: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (cos, sin) coefficient pairs
     offset: tuple[float, float] = (0.0, 0.0)  # sub-pixel offset of the centre from its pixel, in [-0.5, 0.5)
     position: tuple[int, int] | None = None  # pixel (row, col) the lesion is centred on, once placed
+    texture: np.ndarray | None = None  # intensity texture on the lesion's local window (see local_mask); None: flat
 
     @property
     def center(self) -> tuple[float, float]:
@@ -157,8 +171,16 @@ def sample_lesion(shape: str, params: LesionParams, rng: np.random.Generator) ->
         coefficients *= params.irregularity / np.sqrt(0.5 * np.sum(coefficients**2))
     else:
         coefficients = np.zeros((0, 2))
-    return Lesion(shape, float(radius), float(aspect), float(angle), float(contrast), coefficients,
-                  (float(offset[0]), float(offset[1])))
+    lesion = Lesion(shape, float(radius), float(aspect), float(angle), float(contrast), coefficients,
+                    (float(offset[0]), float(offset[1])))
+    if params.texture > 0:  # drawn only when asked for, so that flat lesions keep their random stream
+        half, local = local_mask(lesion, params.edge_softness)
+        field = ndimage.gaussian_filter(rng.normal(size=local.shape), params.texture_scale, mode="reflect")
+        # standard deviation over the lesion's own pixels, so that the stated texture is what the lesion shows
+        inside = local >= 0.5
+        spread = field[inside].std() if inside.sum() > 1 else field.std()
+        lesion.texture = (params.texture * (field - field[inside].mean()) / max(spread, 1e-12)).astype(np.float64)
+    return lesion
 
 
 def soft_mask(lesion: Lesion, shape: tuple[int, int], center: tuple[float, float],
@@ -276,7 +298,8 @@ def _try_place(region, inscribed, shapes, params, rng):
 def draw_lesions(image: np.ndarray, lesions: list[Lesion], edge_softness: float) -> tuple[np.ndarray, np.ndarray]:
     """Add placed ``lesions`` to ``image``; return ``(image_with_lesions, soft_mask)`` as float32.
 
-    Each lesion adds ``contrast × mask`` to the intensities; the soft masks of non-overlapping lesions are summed.
+    Each lesion adds ``(contrast + texture) × mask`` to the intensities, and no lesion pixel falls below
+    ``min(its value before, 0)``; the soft masks of non-overlapping lesions are summed.
     """
     out = np.array(image, dtype=np.float64)
     total = np.zeros(out.shape, np.float64)
@@ -284,7 +307,9 @@ def draw_lesions(image: np.ndarray, lesions: list[Lesion], edge_softness: float)
         half, local = local_mask(lesion, edge_softness)
         window = _window(lesion, half)
         total[window] += local
-        out[window] += lesion.contrast * local
+        offset = lesion.contrast if lesion.texture is None else lesion.contrast + lesion.texture
+        before = out[window]
+        out[window] = np.maximum(before + offset * local, np.minimum(before, 0.0))
     return out.astype(np.float32), np.clip(total, 0.0, 1.0).astype(np.float32)
 
 

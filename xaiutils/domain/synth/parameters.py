@@ -20,6 +20,10 @@ from xaiutils.domain.mri.slices import Variability
 from xaiutils.domain.synth.lesions import LesionParams
 
 TASKS = ("shape", "presence")
+# "distractor": every image also gets one blob that carries no class information (its shape is drawn at random,
+# whatever the class) but looks like the lesions (same size distribution, the same contrast magnitude as the image's
+# lesions, opposite sign); it is outside the ground-truth mask and its own mask is kept as ``distractor_masks``.
+VARIANTS = ("none", "distractor")
 SPLITS = ("train", "val", "test")
 CLASS_NAMES = {"shape": ("regular", "irregular"), "presence": ("no lesion", "lesion")}
 TEMPLATE_SOURCE = "mni152"
@@ -68,6 +72,8 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     cfg["split_fractions"] = fractions
     if not isinstance(cfg["seed"], (int, np.integer)) or isinstance(cfg["seed"], bool) or cfg["seed"] < 0:
         raise ValueError(f"seed must be a non-negative integer, got {cfg['seed']!r}")
+    if cfg.get("variant", "none") not in VARIANTS:
+        raise ValueError(f"unknown variant {cfg.get('variant')!r}; valid choices: {', '.join(VARIANTS)}")
     params = lesion_params_from_config(cfg)
     variability_from_config(cfg)
     volume_source = cfg["volume_source"]
@@ -89,6 +95,8 @@ def lesion_params_from_config(cfg: dict[str, Any]) -> LesionParams:
         max_aspect=float(cfg["max_aspect"]),
         irregularity=float(cfg["irregularity"]),
         contrast_range=tuple(cfg["lesion_contrast"]),
+        texture=float(cfg.get("lesion_texture", 0.0)),
+        texture_scale=float(cfg.get("texture_scale", 1.5)),
         edge_softness=float(cfg["edge_softness"]),
         min_gap=float(cfg["min_gap"]),
         placement=cfg["placement"],

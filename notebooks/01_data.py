@@ -205,8 +205,9 @@ fig.savefig(out_dir / "lesion_shapes.png", dpi=120)
 # ## Lesion appearance
 #
 # One slice with irregular lesions drawn hyper-intense, iso-intense (texture only), hypo-intense, and with this run's
-# appearance (the lesions are placed anew in each panel). A lesion adds `(contrast + texture) × soft mask` to the slice, in units of the slice's brain intensity
-# range, and no lesion pixel is made negative (a magnitude image has none). One grey scale for all panels.
+# appearance (the lesions are placed anew in each panel). A lesion adds `(contrast + texture) × soft mask` to the
+# slice, in units of the slice's brain intensity range, and no lesion pixel is made negative (a magnitude image has
+# none). One grey scale for all panels.
 
 # %%
 appearance_rng = np.random.default_rng(int(config["seed"]) + 1)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import time
 
 import nibabel as nib
@@ -92,9 +93,10 @@ def test_lesion_counts_radii_and_metadata_agree_with_masks(small):
     contrast = small.lesions["contrast"]
     assert contrast.between(*cfg["lesion_contrast"]).all()
     # the lesion's intensity offset shows in the image
+    # the presets' lesions are hypo-intense: darker than the brain around them by about their contrast (0.4-0.6)
     inside = small.images[small.masks >= 0.99].mean()
     ring = small.images[(small.masks == 0) & small.brain_masks].mean()
-    assert inside > ring + 0.2
+    assert inside < ring - 0.2
 
 
 def test_images_are_scaled_within_the_brain(small):
@@ -384,3 +386,51 @@ def test_smoke_preset_is_generated_in_under_30_seconds(tmp_path):
     assert card["n_images"] == smoke["n_subjects"] * smoke["slices_per_subject"]
     assert all(counts["regular"] == counts["irregular"] for counts in card["counts"].values())
     assert seconds < 30, f"smoke dataset took {seconds:.1f} s"
+
+
+@pytest.fixture(scope="module")
+def with_distractor(tmp_path_factory):
+    """The smoke preset's data with the distractor variant, written and read back."""
+    path = make_benchmark(tmp_path_factory.mktemp("variant") / "dataset", "smoke", seed=3, progress=False,
+                          variant="distractor", **SMALL)
+    return load_benchmark(path, verify=True)
+
+
+def test_distractor_variant_is_stored_apart_from_the_ground_truth(with_distractor, small):
+    bench = with_distractor
+    assert bench.distractor_masks is not None and bench.distractor_masks.shape == bench.masks.shape
+    assert "cache/distractor_masks.npy" in bench.card["files"]["arrays"].values()
+    distractor, lesion = bench.distractor_masks >= 0.5, bench.masks >= 0.5
+    assert distractor.any(axis=(1, 2)).all(), "every image has one distractor"
+    # outside the lesions' soft support, and inside the brain
+    assert not ((bench.distractor_masks > 0) & (bench.masks > 0)).any()
+    assert not (distractor & ~bench.brain_masks).any()
+    # one blob per image
+    assert all(ndimage.label(d)[1] == 1 for d in distractor)
+    # its contrast has the opposite sign of the (hypo-intense) lesions': brighter than the brain around it
+    around = bench.brain_masks & (bench.masks == 0) & (bench.distractor_masks == 0)
+    for image, inside, rest, lesions_here in zip(bench.images, distractor, around, lesion, strict=True):
+        assert image[inside].mean() > image[rest].mean() + 0.2 > image[lesions_here].mean() + 0.4
+    assert bench.metadata["distractor_area_px"].gt(0).all()
+    # the variant adds to what every dataset holds; without it, no distractor array and no extra column
+    assert small.distractor_masks is None and "distractor_area_px" not in small.metadata.columns
+
+
+def test_distractor_variant_reproduces_and_its_masks_enter_the_hash(with_distractor, tmp_path):
+    config = resolve("data", "smoke", seed=3, variant="distractor", **SMALL)
+    again = synthesize(config, progress=False)
+    assert again.card["content_hash"] == with_distractor.card["content_hash"]
+    np.testing.assert_array_equal(again.distractor_masks, with_distractor.distractor_masks)
+    # a changed distractor mask on disk no longer matches the card
+    copy = tmp_path / "dataset"
+    shutil.copytree(with_distractor.path, copy)
+    damaged = np.load(copy / "cache" / "distractor_masks.npy")
+    damaged[0] = 0
+    np.save(copy / "cache" / "distractor_masks.npy", damaged)
+    with pytest.raises(ValueError, match="no longer matches its card"):
+        load_benchmark(copy, verify=True)
+
+
+def test_unknown_variant_is_named():
+    with pytest.raises(ValueError, match="unknown variant 'suppressor'; valid choices: none, distractor"):
+        synthesize(resolve("data", "smoke", variant="suppressor", **SMALL), progress=False)

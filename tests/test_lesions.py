@@ -149,3 +149,74 @@ def test_white_matter_placement_stays_in_white_matter():
     _, mask = lesions.draw_lesions(images[0], placed, params.edge_softness)
     assert (mask > 0).any() and not (mask > 0)[~region].any()
     assert images[0][mask >= 0.5].mean() > images[0][brains[0]].mean()  # white matter is the bright tissue
+
+
+# ------------------------------------------------------------------------------------------- lesion appearance
+
+
+def _one_lesion(contrast, texture=0.0, seed=0):
+    """One hard-edged regular lesion (radius 5 px) centred in a 32² grid, with the given contrast and texture."""
+    params = lesions.LesionParams(radius_range=(5.0, 5.0), edge_softness=0.0, contrast_range=(contrast, contrast),
+                                  texture=texture, max_aspect=1.0)
+    lesion = lesions.sample_lesion("regular", params, np.random.default_rng(seed))
+    lesion.position = (16, 16)
+    return lesion, params
+
+
+@pytest.mark.parametrize("contrast, inside", [(-0.3, 0.2), (0.0, 0.5), (0.4, 0.9), (-0.8, 0.0)])
+def test_hypo_iso_and_hyper_lesions_have_known_intensities(contrast, inside):
+    """On a flat slice of 0.5: inside the mask 0.5 + contrast, but never below 0 (a magnitude image); outside
+    the mask unchanged."""
+    lesion, params = _one_lesion(contrast)
+    image, mask = lesions.draw_lesions(np.full((32, 32), 0.5), [lesion], params.edge_softness)
+    assert mask.max() == 1.0 and set(np.unique(mask)) == {0.0, 1.0}
+    np.testing.assert_allclose(image[mask == 1], inside, atol=1e-6)
+    np.testing.assert_array_equal(image[mask == 0], np.float32(0.5))
+
+
+def test_texture_has_the_stated_spread_inside_the_lesion_only():
+    lesion, params = _one_lesion(0.0, texture=0.2)
+    image, mask = lesions.draw_lesions(np.full((32, 32), 0.5), [lesion], params.edge_softness)
+    inside = image[mask == 1].astype(np.float64)
+    assert inside.mean() == pytest.approx(0.5, abs=1e-6)  # iso-intense: the texture has mean 0 over the lesion
+    assert inside.std() == pytest.approx(0.2, rel=1e-4)
+    np.testing.assert_array_equal(image[mask == 0], np.float32(0.5))
+    # smooth: neighbouring lesion pixels are correlated (white noise would give about 0)
+    field = image - 0.5
+    pairs = (mask[:, 1:] == 1) & (mask[:, :-1] == 1)
+    assert np.corrcoef(field[:, 1:][pairs], field[:, :-1][pairs])[0, 1] > 0.5
+
+
+def test_a_pixel_already_below_zero_is_not_raised_by_a_dark_lesion():
+    lesion, params = _one_lesion(-0.3)
+    image, mask = lesions.draw_lesions(np.full((32, 32), -0.05), [lesion], params.edge_softness)
+    np.testing.assert_allclose(image[mask == 1], -0.05, atol=1e-7)
+
+
+def test_bright_flat_lesions_are_drawn_exactly_as_before_texture_existed():
+    """Without texture, a lesion draws no extra random numbers and a bright one adds contrast × mask exactly, so
+    datasets made before these parameters existed keep their content hashes."""
+    params = lesions.LesionParams(n_lesions=(2, 2), contrast_range=(0.3, 0.6))
+    rng = np.random.default_rng(5)
+    first = lesions.sample_lesion("irregular", params, rng)
+    after = rng.random()
+    # the draws of a lesion before texture existed: radius, aspect, angle, contrast, offset, boundary harmonics
+    rng = np.random.default_rng(5)
+    rng.uniform(4.0, 8.0), rng.uniform(1.0, 1.5), rng.uniform(0.0, np.pi), rng.uniform(0.3, 0.6)
+    rng.uniform(-0.5, 0.5, size=2), rng.normal(size=(len(lesions.HARMONICS), 2))
+    assert rng.random() == after and first.texture is None
+    image = np.random.default_rng(0).uniform(-0.05, 1.0, (64, 64))
+    first.position = (30, 30)
+    drawn, _ = lesions.draw_lesions(image, [first], params.edge_softness)
+    half, local = lesions.local_mask(first, params.edge_softness)
+    expected = image.copy()
+    expected[30 - half:30 + half + 1, 30 - half:30 + half + 1] += first.contrast * local
+    np.testing.assert_array_equal(drawn, expected.astype(np.float32))
+
+
+@pytest.mark.parametrize("override, message", [({"texture": -0.1}, "texture must be >= 0"),
+                                               ({"texture_scale": 0.0}, "texture_scale > 0"),
+                                               ({"texture": float("nan")}, "texture must be a finite number")])
+def test_bad_texture_parameters_are_named(override, message):
+    with pytest.raises(ValueError, match=message):
+        lesions.LesionParams(**override)

@@ -89,7 +89,8 @@ def _per_run(selected: pd.DataFrame, oracle: pd.Series, metric: str) -> pd.DataF
     images = selected.drop_duplicates(["run", "image"])
     per_image = images["image"].map(oracle)
     if per_image.isna().any():
-        raise ValueError(f"the oracle scores lack image(s) {sorted(images.loc[per_image.isna(), 'image'].unique())}")
+        lacking = sorted(int(image) for image in images.loc[per_image.isna(), "image"].unique())
+        raise ValueError(f"the oracle scores lack image(s) {lacking}")
     wide["oracle"] = per_image.groupby(images["run"]).mean()
     return wide
 

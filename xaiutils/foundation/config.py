@@ -258,7 +258,8 @@ SMOKE = Preset(
         # with these, 0.00 and 0.53 on the book's test split, and the book's `none` k = 0 and `imagenet` k = 3 runs
         # (seed 0) still reached a test accuracy of 0.91 and 0.99.
         lesion_contrast=(-0.6, -0.4), lesion_texture=0.1, texture_scale=1.5,
-        edge_softness=1.0, min_gap=1.0, placement="brain", variant="none", deformation_mm=5.0, rotation_deg=5.0, scale_jitter=0.05,
+        edge_softness=1.0, min_gap=1.0, placement="brain", variant="none", deformation_mm=5.0, rotation_deg=5.0,
+        scale_jitter=0.05,
         contrast_jitter=0.15, bias_field=0.2, noise=0.02, split_fractions=(0.6, 0.2, 0.2), seed=0,
     ),
     pretrain=PretrainConfig(

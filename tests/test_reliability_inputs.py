@@ -113,6 +113,71 @@ def test_case17_a_grid_source_that_would_leave_the_grid_folder_is_refused_before
     assert len(grid_cells({"sources": ["imagenet", "my-source_2"], "n_pretrained_blocks": [0], "seeds": [0]})) == 2
 
 
+def listing(folder) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+PERCENT_NOTEBOOK = """# %% tags=["parameters"]
+preset = "smoke"
+out_dir = None
+
+# %%
+open(out_dir + "/done.txt", "w").write("ok")
+"""
+
+
+def test_case17_an_out_path_that_does_not_end_in_the_folders_name_is_refused_before_anything_is_written(
+        tmp_path, capsys, monkeypatch):
+    """``--out runs/x/..`` would name the folder ``runs`` while its lock, temporary folder and failed notebook went
+    into ``runs/x`` (created for them): refused by run, grid, evaluate and build-book, with nothing written."""
+    from xaiutils.__main__ import main
+    from xaiutils.foundation.files import output_folder
+
+    monkeypatch.setenv("XAIBENCH_RUNS", str(tmp_path / "runs"))
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "m.py").write_text("def m(model, images, target):\n    return images[:, 0]\n")
+    before = listing(tmp_path)
+    out = str(tmp_path / "deep" / "sub" / "..")
+    for command in (["run", "00_overview", "--out", out], ["grid", "--out", out],
+                    ["evaluate", "--method", f"{tmp_path / 'user' / 'm.py'}:m", "--out", out],
+                    ["build-book", "--html-dir", out, "--", "true"]):
+        assert main(command) == 2, command
+        error = capsys.readouterr().err
+        option = "--html-dir" if command[0] == "build-book" else "--out"
+        assert f"error: {option} {out!r} does not end in the folder's own name (it ends in '..'); give a path " \
+               "whose last part names the folder" in error, (command, error)
+        assert "Traceback" not in error
+        assert listing(tmp_path) == before, command  # no lock, no temporary folder, no parent created
+    (tmp_path / "deep" / "sub").mkdir(parents=True)  # an existing parent changes nothing
+    before = listing(tmp_path)
+    assert main(["run", "00_overview", "--out", out]) == 2
+    assert listing(tmp_path) == before
+    with pytest.raises(ValueError, match="--out '/' does not end in the folder's own name"):
+        output_folder("/")
+    assert output_folder(tmp_path / "x" / ".") == tmp_path / "x"  # '.' only repeats the folder's name
+
+
+def test_case17_a_valid_out_path_still_runs_with_its_lock_beside_the_folder_itself(tmp_path, monkeypatch):
+    """``a/../run`` is the folder ``run``: its lock and temporary folder go beside it, and ``a`` is not created."""
+    from xaiutils.execution import runner
+
+    seen = {}
+
+    def execute(path, nb, out_dir, *rest):  # the notebook's own run is another test's business
+        seen["out_dir"] = out_dir
+        seen["beside"] = sorted(path.name for path in out_dir.parent.iterdir())
+        out_dir.mkdir()
+        return out_dir
+
+    monkeypatch.setattr(runner, "execute", execute)
+    notebook = tmp_path / "tiny.py"
+    notebook.write_text(PERCENT_NOTEBOOK)
+    out = runner.run_notebook(notebook, out_dir=tmp_path / "a" / ".." / "run", progress=False)
+    assert out == seen["out_dir"] == tmp_path / "run"
+    assert seen["beside"] == [".run.lock", "tiny.py"]  # the lock beside the folder, taken before the run
+    assert listing(tmp_path) == [".run.lock", "run", "tiny.py"]
+
+
 # ------------------------------------------------------------------------------ case 18: messages that mislead
 
 

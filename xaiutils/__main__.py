@@ -221,9 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "build-book":
         from xaiutils.execution.locks import exec_holding_lock
+        from xaiutils.foundation.files import output_folder
 
         program = args.program[1:] if args.program[:1] == ["--"] else args.program
-        return _run_guarded(lambda: exec_holding_lock(args.html_dir, program))
+        # the lock goes beside the folder: '_build/html/..' is refused before it is taken
+        return _run_guarded(lambda: exec_holding_lock(output_folder(args.html_dir, "--html-dir"), program))
     if args.command == "check-book":
         from xaiutils.bookcheck import main as check_book_main
 

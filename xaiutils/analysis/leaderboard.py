@@ -28,7 +28,7 @@ from xaiutils.domain import explain, metrics, plugins
 from xaiutils.domain.synth.dataset import load_benchmark
 from xaiutils.execution.paths import default_out_dir
 from xaiutils.foundation.config import resolve
-from xaiutils.foundation.files import atomic_folder
+from xaiutils.foundation.files import atomic_folder, output_folder
 
 
 def higher_is_better(metric: str) -> bool:
@@ -178,7 +178,7 @@ def evaluate_methods(user_methods, preset: str = "book", grid_dir=None, data_dir
         entries = [{**entry, "timeout": limit} for entry in entries]
     data_dir = Path(data_dir) if data_dir is not None else default_out_dir(preset, "01_data") / "dataset"
     grid_dir = Path(grid_dir) if grid_dir is not None else default_out_dir(preset, "03_finetune") / "grid"
-    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(preset, "evaluate")
+    out_dir = output_folder(out_dir if out_dir is not None else default_out_dir(preset, "evaluate"), "--out")
     check_output_folder(out_dir)
     for path, made_by in ((data_dir, "notebook 1"), (grid_dir / "accuracy.csv", "the grid (notebook 3)")):
         if not path.exists():

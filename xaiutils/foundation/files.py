@@ -34,6 +34,22 @@ def check_safe_name(name: Any, what: str, choices: tuple[str, ...] = ()) -> str:
                      "_ . + - (no path separator, no '..', not starting with a dot or dash, at most 100 characters)")
 
 
+def output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
+    """``path`` as an absolute path, ``..`` and ``.`` resolved by name, so that what is written beside the folder
+    (its lock ``.NAME.lock``, its temporary folder ``.NAME.partial-*``, ``NAME.failed.ipynb``) lies beside the
+    folder itself. Refuses (``ValueError`` naming ``what`` and the value) a path whose last part is ``..``, or that
+    names the root: the folder would be named after one of its parents (``runs/x/..`` is ``runs``) while its lock
+    and temporary folder went into ``runs/x``, created for them. Checked before anything is written."""
+    text = os.fspath(path)
+    last = re.split(r"[/\\]", text.rstrip("/\\"))[-1] if text.strip() else ""
+    folder = Path(os.path.abspath(text)) if text.strip() else None
+    if last == ".." or folder is None or not folder.name:
+        ends = repr(last) if last else "the root"
+        raise ValueError(f"{what} {text!r} does not end in the folder's own name (it ends in {ends}); give a path "
+                         "whose last part names the folder, e.g. runs/my-run; nothing was written")
+    return folder
+
+
 @contextlib.contextmanager
 def signals_deferred(names=("SIGINT", "SIGTERM", "SIGHUP")) -> Iterator[None]:
     """Hold back the delivery of stop signals to this thread for the block (where the OS allows it)."""

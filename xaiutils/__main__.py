@@ -121,6 +121,7 @@ def _run_guarded(action) -> int:
     expected failure with one line on stderr instead of a traceback."""
     from xaiutils.execution.locks import FolderBusy, Terminated, terminate_like_interrupt
     from xaiutils.execution.runner import RunNotWritten, describe_failure
+    from xaiutils.foundation.files import FolderNotWritable
 
     try:
         try:
@@ -141,7 +142,7 @@ def _run_guarded(action) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; the unfinished run folder was removed, nothing else changed", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, FolderBusy) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, FolderBusy, FolderNotWritable) as error:
         print(f"error: {describe_failure(error)}", file=sys.stderr)
         return 2
     except RunNotWritten as error:  # a full disk while a run folder was written

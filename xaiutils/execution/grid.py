@@ -29,6 +29,7 @@ from xaiutils.foundation.files import (
     CHECKSUMS_FILE,
     changed_files,
     check_safe_name,
+    check_writable,
     output_folder,
     read_yaml_file,
     record_checksums,
@@ -212,6 +213,7 @@ def run_grid(
                             "--out")
     parameters = dict(parameters or {})
     cells = grid_cells(spec)
+    check_writable(out_dir, f"grid folder {out_dir}")  # before the inputs are hashed or any cell starts
     if check_inputs:
         check_grid_inputs(preset, parameters, cells)
     inputs = input_fingerprint(preset, parameters, notebook)

@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a keyword setting for the --method before it (VALUE read as YAML); repeatable")
     scoring.add_argument("--method-timeout", type=float, default=None, metavar="SECONDS",
                          help="seconds a method may take on one batch of images before it is stopped and refused "
-                              "(default: 600)")
+                              "(default: 600); a call past 30 s is named on stderr every 30 s")
     scoring.add_argument("--preset", default="book", choices=preset_names(),
                          help="whose trained grid and explain settings to use (default: book)")
     scoring.add_argument("--grid-dir", default=None, help="grid folder (default: runs/<preset>/03_finetune/grid)")

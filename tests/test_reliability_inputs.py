@@ -12,8 +12,9 @@ import pytest
 from xaiutils.domain.mri.nifti import find_volumes, load_volumes
 
 
-def write_blob(path, shape=(40, 44, 36), zooms=(2.0, 2.0, 2.0), sign=1.0, mask_path=None):
-    """A bright ellipsoid filling 70 % of the field of view, with noise: a brain-like phantom."""
+def write_blob(path, shape=(40, 44, 36), zooms=(3.0, 3.0, 3.0), sign=1.0, mask_path=None):
+    """A bright ellipsoid filling 70 % of the field of view, with noise: a brain-like phantom (at 3 mm voxels, 75 mm
+    or more along each axis)."""
     import nibabel as nib
 
     rng = np.random.default_rng(0)
@@ -34,8 +35,14 @@ def test_case5_a_crop_or_a_slab_is_refused_naming_the_file_its_extent_and_the_bo
     crop = tmp_path / "crop"
     crop.mkdir()
     write_blob(crop / "tiny_T1w.nii.gz", shape=(60, 60, 60), zooms=(0.2, 0.2, 0.2))  # 12 mm across
-    with pytest.raises(ValueError, match=r"tiny_T1w\.nii\.gz: its brain mask spans .* mm .*shorter than 20 mm"):
+    with pytest.raises(ValueError, match=r"tiny_T1w\.nii\.gz: its brain mask spans .* mm .*shorter than 60 mm"):
         load_volumes(crop)
+    small = tmp_path / "small"  # 41 mm across: a large crop, still no brain (accepted below a 20 mm bound)
+    small.mkdir()
+    write_blob(small / "part_T1w.nii.gz", shape=(60, 60, 60), zooms=(1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match=r"part_T1w\.nii\.gz: its brain mask spans 41\.0 x 41\.0 x 41\.0 mm .*shorter "
+                                         r"than 60 mm"):
+        load_volumes(small)
     slab = tmp_path / "slab"
     slab.mkdir()
     write_blob(slab / "slab_T1w.nii.gz", shape=(40, 44, 2), mask_path=slab / "slab_mask.nii.gz")
@@ -52,10 +59,10 @@ def test_case5_a_folder_mixing_voxel_sizes_is_refused_naming_the_odd_volume(tmp_
     write_blob(tmp_path / "b_T1w.nii.gz")
     write_blob(tmp_path / "c_T1w.nii.gz", shape=(60, 60, 60), zooms=(0.2, 0.2, 0.2))
     with pytest.raises(ValueError, match=r"c_T1w\.nii\.gz has voxels of 0\.2 x 0\.2 x 0\.2 mm, while the volumes "
-                                         r"of .* have 2 x 2 x 2 mm \(median\).* at most a factor 2"):
+                                         r"of .* have 3 x 3 x 3 mm \(median\).* at most a factor 2"):
         find_volumes(tmp_path)
     (tmp_path / "c_T1w.nii.gz").unlink()
-    write_blob(tmp_path / "c_T1w.nii.gz", zooms=(1.8, 2.0, 2.2))  # scanners differ a little: accepted
+    write_blob(tmp_path / "c_T1w.nii.gz", zooms=(2.7, 3.0, 3.3))  # scanners differ a little: accepted
     assert [found.subject for found in find_volumes(tmp_path)] == ["a", "b", "c"]
 
 

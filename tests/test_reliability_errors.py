@@ -132,34 +132,35 @@ def test_case12_an_empty_predictions_file_is_named_with_how_to_regenerate_it(tin
     assert RunRecord.read(run, predictions=False).config["seed"] == 0  # the sidecar alone still reads
 
 
-def test_case12_evaluate_on_a_damaged_run_prints_one_line(tiny_grid, tmp_path):
+def test_case12_evaluate_on_a_damaged_run_prints_one_line(tiny_grid, tmp_path, capsys):
     root, data_dir, _ = tiny_grid
     run = copy_run(tiny_grid, tmp_path)
     (run / "model.json").write_text("{")
     (tmp_path / "flat.py").write_text("def flat(model, images, target):\n    return images[:, 0] + 1.0\n")
-    result = subprocess.run([sys.executable, "-m", "xaiutils", "evaluate", "--method", f"{tmp_path / 'flat.py'}:flat",
-                             "--preset", "smoke", "--grid-dir", str(run.parent), "--data-dir", str(data_dir),
-                             "--out", str(tmp_path / "out"), "-p", "methods", "[input]", "-p", "workers", "1"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2, result.stderr
-    line = error_line(result.stderr)
+    # the command line's own code, in this process (a new interpreter would only add seconds of imports)
+    code = main(["evaluate", "--method", f"{tmp_path / 'flat.py'}:flat", "--preset", "smoke", "--grid-dir",
+                 str(run.parent), "--data-dir", str(data_dir), "--out", str(tmp_path / "out"), "-p", "methods",
+                 "[input]", "-p", "workers", "1"])
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr
+    line = error_line(stderr)
     assert line.startswith(f"error: {run / 'model.json'} is damaged: not valid JSON"), line
 
 
 # ------------------------------------------- case 13: a method file that does not import, maps on another device
 
 
-def test_case13_a_method_file_with_a_syntax_error_is_refused_naming_file_and_line(tiny_grid, tmp_path):
+def test_case13_a_method_file_with_a_syntax_error_is_refused_naming_file_and_line(tiny_grid, tmp_path, capsys):
     _, data_dir, _ = tiny_grid
     grid = copy_run(tiny_grid, tmp_path).parent
     methods_file = tmp_path / "broken.py"
     methods_file.write_text("def flat(model, images, target):\n    return images[:, 0] +\n")
-    result = subprocess.run([sys.executable, "-m", "xaiutils", "evaluate", "--method", f"{methods_file}:flat",
-                             "--preset", "smoke", "--grid-dir", str(grid), "--data-dir", str(data_dir),
-                             "--out", str(tmp_path / "out"), "-p", "methods", "[input]", "-p", "workers", "1"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2, result.stderr
-    line = error_line(result.stderr)
+    code = main(["evaluate", "--method", f"{methods_file}:flat", "--preset", "smoke", "--grid-dir", str(grid),
+                 "--data-dir", str(data_dir), "--out", str(tmp_path / "out"), "-p", "methods", "[input]", "-p",
+                 "workers", "1"])
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr
+    line = error_line(stderr)
     assert line.startswith(f"error: method file {methods_file} cannot be imported (method 'flat'): SyntaxError at "
                            f"{methods_file}, line 2: invalid syntax"), line
     assert not (tmp_path / "out").exists()

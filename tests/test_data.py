@@ -236,7 +236,7 @@ def _write_phantom(path, seed=0, shape=(40, 44, 36), skull=False, mask_path=None
     if skull:
         volume[(radius >= 1.25) & (radius <= 1.4)] = 110.0  # bright scalp shell beyond a dark gap
     volume = volume + rng.normal(0, 2.0, shape)
-    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])  # a brain of 69 mm or more along each axis: over the 60 mm bound
     nib.Nifti1Image(volume.astype(np.float32), affine).to_filename(path)
     if mask_path is not None:
         nib.Nifti1Image(brain.astype(np.uint8), affine).to_filename(mask_path)
@@ -320,7 +320,7 @@ def test_empty_brain_mask(tmp_path):
     folder = tmp_path / "volumes"
     folder.mkdir()
     _write_phantom(folder / "s1.nii.gz")
-    nib.Nifti1Image(np.zeros((40, 44, 36), np.uint8), np.diag([2.0, 2.0, 2.0, 1.0])).to_filename(
+    nib.Nifti1Image(np.zeros((40, 44, 36), np.uint8), np.diag([3.0, 3.0, 3.0, 1.0])).to_filename(
         folder / "s1_mask.nii.gz")
     with pytest.raises(ValueError, match=r"brain mask .*s1_mask\.nii\.gz is empty"):
         load_volumes(folder)

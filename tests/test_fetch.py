@@ -27,7 +27,7 @@ def _tiny_volume(seed: int) -> bytes:
     center = np.array(shape)[:, None, None, None] / 2
     inside = (((grid - center) / (np.array(shape)[:, None, None, None] * 0.35)) ** 2).sum(axis=0) <= 1
     volume = (inside * 100 + rng.normal(0, 1, shape)).astype(np.float32)
-    return nib.Nifti1Image(volume, np.diag([2.0, 2.0, 2.0, 1.0])).to_bytes()
+    return nib.Nifti1Image(volume, np.diag([6.0, 6.0, 6.0, 1.0])).to_bytes()  # over 60 mm along each axis
 
 
 def _gzip(raw: bytes) -> bytes:

@@ -30,6 +30,69 @@ def error_line(stderr: str) -> str:
     return found[0]
 
 
+# -------------------------------------------------------------------- case 10: a read-only output folder
+
+READ_ONLY = 'folder="$1"; shift; mount --bind "$folder" "$folder" && mount -o remount,ro,bind "$folder" "$folder" ' \
+            '&& exec "$@"'
+
+
+def read_only_prefix(folder: Path) -> list[str] | None:
+    """The command prefix that runs a command with ``folder`` mounted read-only, in a mount namespace of its own
+    (``unshare -m``, or ``-rm`` for a user without privileges), or None where neither works. A real read-only file
+    system: as root, ``chmod`` would not stop a write."""
+    import shutil
+
+    if shutil.which("unshare") is None:
+        return None
+    for unshare in (["unshare", "-m"], ["unshare", "-rm"]):
+        prefix = [*unshare, "sh", "-c", READ_ONLY, "sh", str(folder)]
+        try:
+            probe = subprocess.run([*prefix, "sh", "-c", 'touch "$0/probe"', str(folder)], capture_output=True,
+                                   timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if probe.returncode != 0 and b"Read-only file system" in probe.stderr and not (folder / "probe").exists():
+            return prefix
+    return None
+
+
+def test_case10_a_read_only_output_folder_is_refused_naming_it_before_any_work(tiny_grid, tmp_path):
+    """``run``, ``grid`` and ``evaluate`` into a folder on a read-only file system: one line naming the folder,
+    before any work (``evaluate`` loaded nothing and called no method: it writes a mark when called)."""
+    import os
+
+    root, data_dir, _ = tiny_grid
+    shared = Path(copy_run(tiny_grid, tmp_path)).parent  # a grid with accuracy.csv
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    prefix = read_only_prefix(locked)
+    if prefix is None:
+        pytest.skip("no way to mount a folder read-only here (unshare -m / -rm failed), and root ignores chmod")
+    marks = tmp_path / "called"
+    (tmp_path / "m.py").write_text(f"def m(model, images, target):\n    open({str(marks)!r}, 'w').close()\n"
+                                   "    return images[:, 0]\n")
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+                   "XAIBENCH_RUNS": str(tmp_path / "runs")}
+    commands = {
+        "run": (["run", "00_overview", "--out", str(locked / "run")], f"run folder {locked / 'run'}"),
+        "grid": (["grid", "--out", str(locked / "grid")], f"grid folder {locked / 'grid'}"),
+        "evaluate": (["evaluate", "--method", f"{tmp_path / 'm.py'}:m", "--preset", "smoke", "--grid-dir",
+                      str(shared), "--data-dir", str(data_dir), "--out", str(locked / "board")],
+                     f"result folder {locked / 'board'}"),
+    }
+    script = "; ".join(f"{sys.executable} -m xaiutils {' '.join(map(repr, argv))} 2>{tmp_path / name}.err; "
+                       f"echo $? > {tmp_path / name}.rc" for name, (argv, _) in commands.items())
+    subprocess.run([*prefix, "sh", "-c", script], cwd=ROOT, env=environment, timeout=300, check=True)
+    for name, (_, what) in commands.items():
+        stderr = (tmp_path / f"{name}.err").read_text()
+        assert (tmp_path / f"{name}.rc").read_text().strip() == "2", (name, stderr[-2000:])
+        assert error_line(stderr) == (f"error: cannot write {what}: {locked} is not writable (it is on a read-only "
+                                      "file system); nothing was done: give --out a folder you can write to, or make "
+                                      "that one writable"), name
+    assert not marks.exists()  # evaluate stopped before it called the method
+    assert list(locked.iterdir()) == [] and not (tmp_path / "runs").exists()
+
+
 # ------------------------------------------------------------ case 12: a damaged model.json or predictions.csv
 
 
@@ -69,34 +132,35 @@ def test_case12_an_empty_predictions_file_is_named_with_how_to_regenerate_it(tin
     assert RunRecord.read(run, predictions=False).config["seed"] == 0  # the sidecar alone still reads
 
 
-def test_case12_evaluate_on_a_damaged_run_prints_one_line(tiny_grid, tmp_path):
+def test_case12_evaluate_on_a_damaged_run_prints_one_line(tiny_grid, tmp_path, capsys):
     root, data_dir, _ = tiny_grid
     run = copy_run(tiny_grid, tmp_path)
     (run / "model.json").write_text("{")
     (tmp_path / "flat.py").write_text("def flat(model, images, target):\n    return images[:, 0] + 1.0\n")
-    result = subprocess.run([sys.executable, "-m", "xaiutils", "evaluate", "--method", f"{tmp_path / 'flat.py'}:flat",
-                             "--preset", "smoke", "--grid-dir", str(run.parent), "--data-dir", str(data_dir),
-                             "--out", str(tmp_path / "out"), "-p", "methods", "[input]", "-p", "workers", "1"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2, result.stderr
-    line = error_line(result.stderr)
+    # the command line's own code, in this process (a new interpreter would only add seconds of imports)
+    code = main(["evaluate", "--method", f"{tmp_path / 'flat.py'}:flat", "--preset", "smoke", "--grid-dir",
+                 str(run.parent), "--data-dir", str(data_dir), "--out", str(tmp_path / "out"), "-p", "methods",
+                 "[input]", "-p", "workers", "1"])
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr
+    line = error_line(stderr)
     assert line.startswith(f"error: {run / 'model.json'} is damaged: not valid JSON"), line
 
 
 # ------------------------------------------- case 13: a method file that does not import, maps on another device
 
 
-def test_case13_a_method_file_with_a_syntax_error_is_refused_naming_file_and_line(tiny_grid, tmp_path):
+def test_case13_a_method_file_with_a_syntax_error_is_refused_naming_file_and_line(tiny_grid, tmp_path, capsys):
     _, data_dir, _ = tiny_grid
     grid = copy_run(tiny_grid, tmp_path).parent
     methods_file = tmp_path / "broken.py"
     methods_file.write_text("def flat(model, images, target):\n    return images[:, 0] +\n")
-    result = subprocess.run([sys.executable, "-m", "xaiutils", "evaluate", "--method", f"{methods_file}:flat",
-                             "--preset", "smoke", "--grid-dir", str(grid), "--data-dir", str(data_dir),
-                             "--out", str(tmp_path / "out"), "-p", "methods", "[input]", "-p", "workers", "1"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2, result.stderr
-    line = error_line(result.stderr)
+    code = main(["evaluate", "--method", f"{methods_file}:flat", "--preset", "smoke", "--grid-dir", str(grid),
+                 "--data-dir", str(data_dir), "--out", str(tmp_path / "out"), "-p", "methods", "[input]", "-p",
+                 "workers", "1"])
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr
+    line = error_line(stderr)
     assert line.startswith(f"error: method file {methods_file} cannot be imported (method 'flat'): SyntaxError at "
                            f"{methods_file}, line 2: invalid syntax"), line
     assert not (tmp_path / "out").exists()

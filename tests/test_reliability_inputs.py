@@ -12,8 +12,9 @@ import pytest
 from xaiutils.domain.mri.nifti import find_volumes, load_volumes
 
 
-def write_blob(path, shape=(40, 44, 36), zooms=(2.0, 2.0, 2.0), sign=1.0, mask_path=None):
-    """A bright ellipsoid filling 70 % of the field of view, with noise: a brain-like phantom."""
+def write_blob(path, shape=(40, 44, 36), zooms=(3.0, 3.0, 3.0), sign=1.0, mask_path=None):
+    """A bright ellipsoid filling 70 % of the field of view, with noise: a brain-like phantom (at 3 mm voxels, 75 mm
+    or more along each axis)."""
     import nibabel as nib
 
     rng = np.random.default_rng(0)
@@ -34,8 +35,14 @@ def test_case5_a_crop_or_a_slab_is_refused_naming_the_file_its_extent_and_the_bo
     crop = tmp_path / "crop"
     crop.mkdir()
     write_blob(crop / "tiny_T1w.nii.gz", shape=(60, 60, 60), zooms=(0.2, 0.2, 0.2))  # 12 mm across
-    with pytest.raises(ValueError, match=r"tiny_T1w\.nii\.gz: its brain mask spans .* mm .*shorter than 20 mm"):
+    with pytest.raises(ValueError, match=r"tiny_T1w\.nii\.gz: its brain mask spans .* mm .*shorter than 60 mm"):
         load_volumes(crop)
+    small = tmp_path / "small"  # 41 mm across: a large crop, still no brain (accepted below a 20 mm bound)
+    small.mkdir()
+    write_blob(small / "part_T1w.nii.gz", shape=(60, 60, 60), zooms=(1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match=r"part_T1w\.nii\.gz: its brain mask spans 41\.0 x 41\.0 x 41\.0 mm .*shorter "
+                                         r"than 60 mm"):
+        load_volumes(small)
     slab = tmp_path / "slab"
     slab.mkdir()
     write_blob(slab / "slab_T1w.nii.gz", shape=(40, 44, 2), mask_path=slab / "slab_mask.nii.gz")
@@ -52,10 +59,10 @@ def test_case5_a_folder_mixing_voxel_sizes_is_refused_naming_the_odd_volume(tmp_
     write_blob(tmp_path / "b_T1w.nii.gz")
     write_blob(tmp_path / "c_T1w.nii.gz", shape=(60, 60, 60), zooms=(0.2, 0.2, 0.2))
     with pytest.raises(ValueError, match=r"c_T1w\.nii\.gz has voxels of 0\.2 x 0\.2 x 0\.2 mm, while the volumes "
-                                         r"of .* have 2 x 2 x 2 mm \(median\).* at most a factor 2"):
+                                         r"of .* have 3 x 3 x 3 mm \(median\).* at most a factor 2"):
         find_volumes(tmp_path)
     (tmp_path / "c_T1w.nii.gz").unlink()
-    write_blob(tmp_path / "c_T1w.nii.gz", zooms=(1.8, 2.0, 2.2))  # scanners differ a little: accepted
+    write_blob(tmp_path / "c_T1w.nii.gz", zooms=(2.7, 3.0, 3.3))  # scanners differ a little: accepted
     assert [found.subject for found in find_volumes(tmp_path)] == ["a", "b", "c"]
 
 
@@ -111,6 +118,71 @@ def test_case17_a_grid_source_that_would_leave_the_grid_folder_is_refused_before
             run_grid(out_dir=out, spec=spec, progress=False, check_inputs=False)
     assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*")) == []
     assert len(grid_cells({"sources": ["imagenet", "my-source_2"], "n_pretrained_blocks": [0], "seeds": [0]})) == 2
+
+
+def listing(folder) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+PERCENT_NOTEBOOK = """# %% tags=["parameters"]
+preset = "smoke"
+out_dir = None
+
+# %%
+open(out_dir + "/done.txt", "w").write("ok")
+"""
+
+
+def test_case17_an_out_path_that_does_not_end_in_the_folders_name_is_refused_before_anything_is_written(
+        tmp_path, capsys, monkeypatch):
+    """``--out runs/x/..`` would name the folder ``runs`` while its lock, temporary folder and failed notebook went
+    into ``runs/x`` (created for them): refused by run, grid, evaluate and build-book, with nothing written."""
+    from xaiutils.__main__ import main
+    from xaiutils.foundation.files import output_folder
+
+    monkeypatch.setenv("XAIBENCH_RUNS", str(tmp_path / "runs"))
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "m.py").write_text("def m(model, images, target):\n    return images[:, 0]\n")
+    before = listing(tmp_path)
+    out = str(tmp_path / "deep" / "sub" / "..")
+    for command in (["run", "00_overview", "--out", out], ["grid", "--out", out],
+                    ["evaluate", "--method", f"{tmp_path / 'user' / 'm.py'}:m", "--out", out],
+                    ["build-book", "--html-dir", out, "--", "true"]):
+        assert main(command) == 2, command
+        error = capsys.readouterr().err
+        option = "--html-dir" if command[0] == "build-book" else "--out"
+        assert f"error: {option} {out!r} does not end in the folder's own name (it ends in '..'); give a path " \
+               "whose last part names the folder" in error, (command, error)
+        assert "Traceback" not in error
+        assert listing(tmp_path) == before, command  # no lock, no temporary folder, no parent created
+    (tmp_path / "deep" / "sub").mkdir(parents=True)  # an existing parent changes nothing
+    before = listing(tmp_path)
+    assert main(["run", "00_overview", "--out", out]) == 2
+    assert listing(tmp_path) == before
+    with pytest.raises(ValueError, match="--out '/' does not end in the folder's own name"):
+        output_folder("/")
+    assert output_folder(tmp_path / "x" / ".") == tmp_path / "x"  # '.' only repeats the folder's name
+
+
+def test_case17_a_valid_out_path_still_runs_with_its_lock_beside_the_folder_itself(tmp_path, monkeypatch):
+    """``a/../run`` is the folder ``run``: its lock and temporary folder go beside it, and ``a`` is not created."""
+    from xaiutils.execution import runner
+
+    seen = {}
+
+    def execute(path, nb, out_dir, *rest):  # the notebook's own run is another test's business
+        seen["out_dir"] = out_dir
+        seen["beside"] = sorted(path.name for path in out_dir.parent.iterdir())
+        out_dir.mkdir()
+        return out_dir
+
+    monkeypatch.setattr(runner, "execute", execute)
+    notebook = tmp_path / "tiny.py"
+    notebook.write_text(PERCENT_NOTEBOOK)
+    out = runner.run_notebook(notebook, out_dir=tmp_path / "a" / ".." / "run", progress=False)
+    assert out == seen["out_dir"] == tmp_path / "run"
+    assert seen["beside"] == [".run.lock", "tiny.py"]  # the lock beside the folder, taken before the run
+    assert listing(tmp_path) == [".run.lock", "run", "tiny.py"]
 
 
 # ------------------------------------------------------------------------------ case 18: messages that mislead

@@ -8,6 +8,7 @@ Real processes and real signals; each test failed on the code before its fix.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -136,32 +137,113 @@ def test_case8_the_workers_die_with_evaluate_when_it_is_killed(tiny_grid, tmp_pa
 # ----------------------------------------------------- case 9: a method that never returns is stopped, naming it
 
 
-def test_case9_a_method_that_never_returns_is_stopped_at_its_time_limit_naming_it(tiny_grid, tmp_path):
+def test_case9_a_method_that_never_returns_is_stopped_at_its_time_limit_naming_it(tiny_grid, tmp_path, capsys):
+    from xaiutils.__main__ import main
+
     (tmp_path / "forever.py").write_text("import time\n\n\ndef forever(model, images, target):\n"
                                          "    while True:\n        time.sleep(0.05)\n")
-    command = evaluate_command(tiny_grid, tmp_path, f"{tmp_path / 'forever.py'}:forever", "--method-timeout", "2",
+    command = evaluate_command(tiny_grid, tmp_path, f"{tmp_path / 'forever.py'}:forever", "--method-timeout", "1",
                                "-p", "workers", "1")
+    assert command[1:4] == ["-m", "xaiutils", "evaluate"]
+    import threading
+
+    # the command line's code in this (main) thread, no new interpreter to start; should the limit fail, Ctrl-C
+    # after 60 s ends it (exit code 130) instead of hanging the test run
+    safety = threading.Timer(60, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    safety.start()
     try:
-        result = subprocess.run(command, cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=90)
-    except subprocess.TimeoutExpired:
-        pytest.fail("evaluate still waited for the method after 90 s")
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert ("error: method 'forever' took longer than its limit of 2 s on a batch of 2 images and was stopped"
-            in result.stderr), result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
+        code = main(command[3:])
+    finally:
+        safety.cancel()
+    stderr = capsys.readouterr().err
+    assert time.monotonic() - started < 30
+    assert code == 2, stderr[-2000:]
+    assert ("error: method 'forever' took longer than its limit of 1 s on a batch of 2 images and was stopped"
+            in stderr), stderr[-2000:]
+    assert "Traceback" not in stderr
     assert not (tmp_path / "board").exists()
 
 
 def test_case9_the_limit_holds_in_the_pool_s_workers_and_ends_them(tiny_grid, tmp_path):
-    command = evaluate_command(tiny_grid, tmp_path, hanging_method(tmp_path), "--method-timeout", "3",
+    command = evaluate_command(tiny_grid, tmp_path, hanging_method(tmp_path), "--method-timeout", "2",
                                "-p", "workers", "2")
     process, children = start_until_workers_hang(command, tmp_path)
     wait_or_fail(process, children, 30, "evaluate still waited for the method 30 s after the workers started it")
     err = stderr_of(tmp_path)
     assert process.returncode == 2, err[-2000:]
-    assert "error: method 'hangs' took longer than its limit of 3 s on a batch of" in err, err[-2000:]
+    assert "error: method 'hangs' took longer than its limit of 2 s on a batch of" in err, err[-2000:]
     assert_all_gone(children, within=5)
     assert not (tmp_path / "board").exists()
+
+
+def tiny_model_and_images(n: int = 3):
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2)).eval()
+    return model, torch.rand(n, 1, 8, 8), torch.zeros(n, dtype=torch.long)
+
+
+def test_case9_a_method_running_long_is_named_on_stderr_with_its_batch(tmp_path, capfd, monkeypatch):
+    from xaiutils.domain import plugins
+
+    monkeypatch.setattr(plugins, "PROGRESS_SECONDS", 0.2, raising=False)  # absent before the fix
+    (tmp_path / "dozes.py").write_text(textwrap.dedent("""\
+        import time
+
+
+        def dozes(model, images, target):  # slow on the first batch only
+            if len(images) == 2:
+                time.sleep(1.0)
+            return images[:, 0]
+        """))
+    model, images, targets = tiny_model_and_images(3)
+    entry = plugins.parse_entries([{"spec": f"{tmp_path / 'dozes.py'}:dozes", "timeout": 30}])[0]
+    capfd.readouterr()
+    assert plugins.attribute(model, images, targets, entry, batch_size=2).shape == (3, 8, 8)
+    err = capfd.readouterr().err
+    lines = re.findall(r"method 'dozes' has run ([\d.]+) s on images 1-2 of 3 so far \(it is stopped at 30 s\)", err)
+    assert 2 <= len(lines) <= 6, err  # about one line every 0.2 s of the 1 s call
+    assert "images 3-3" not in err  # a quick batch says nothing
+    time.sleep(0.5)
+    assert capfd.readouterr().err == ""  # and nothing once the call is over
+
+
+def test_case9_the_limit_holds_in_a_thread_that_is_not_the_main_one(capfd):
+    """A Dask worker runs its tasks in threads, where no SIGALRM reaches the method: the limit holds there too."""
+    import threading
+
+    from xaiutils.domain import plugins
+
+    model, images, targets = tiny_model_and_images(2)
+
+    def naps(model, images, target):  # never returns on its own within the test's patience
+        started = time.monotonic()
+        while time.monotonic() - started < 60:
+            time.sleep(0.05)
+        return images[:, 0]
+
+    entry = {"name": "naps", "spec": "x:naps", "settings": {}, "timeout": 1.0}
+    outcome = {}
+
+    def in_a_thread():
+        started = time.monotonic()
+        try:
+            plugins.call(naps, entry, model, images, targets)
+        except plugins.InvalidMethod as error:
+            outcome["error"] = str(error)
+        outcome["seconds"] = time.monotonic() - started
+
+    worker = threading.Thread(target=in_a_thread, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive(), "the method still ran 20 s after its limit of 1 s"
+    assert outcome["error"].startswith("method 'naps' took longer than its limit of 1 s on a batch of 2 images and "
+                                       "was stopped"), outcome
+    assert outcome["seconds"] < 5
+    time.sleep(0.3)
+    assert plugins.call(lambda model, images, target: images[:, 0], {**entry, "name": "quick"}, model, images,
+                        targets).shape == (2, 8, 8)  # the thread goes on working after it
 
 
 # ------------------------------------------------------------- case 19: one book build per checkout at a time

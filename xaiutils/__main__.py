@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a keyword setting for the --method before it (VALUE read as YAML); repeatable")
     scoring.add_argument("--method-timeout", type=float, default=None, metavar="SECONDS",
                          help="seconds a method may take on one batch of images before it is stopped and refused "
-                              "(default: 600)")
+                              "(default: 600); a call past 30 s is named on stderr every 30 s")
     scoring.add_argument("--preset", default="book", choices=preset_names(),
                          help="whose trained grid and explain settings to use (default: book)")
     scoring.add_argument("--grid-dir", default=None, help="grid folder (default: runs/<preset>/03_finetune/grid)")
@@ -121,6 +121,7 @@ def _run_guarded(action) -> int:
     expected failure with one line on stderr instead of a traceback."""
     from xaiutils.execution.locks import FolderBusy, Terminated, terminate_like_interrupt
     from xaiutils.execution.runner import RunNotWritten, describe_failure
+    from xaiutils.foundation.files import FolderNotWritable
 
     try:
         try:
@@ -141,7 +142,7 @@ def _run_guarded(action) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; the unfinished run folder was removed, nothing else changed", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, FolderBusy) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, FolderBusy, FolderNotWritable) as error:
         print(f"error: {describe_failure(error)}", file=sys.stderr)
         return 2
     except RunNotWritten as error:  # a full disk while a run folder was written
@@ -221,9 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "build-book":
         from xaiutils.execution.locks import exec_holding_lock
+        from xaiutils.foundation.files import output_folder
 
         program = args.program[1:] if args.program[:1] == ["--"] else args.program
-        return _run_guarded(lambda: exec_holding_lock(args.html_dir, program))
+        # the lock goes beside the folder: '_build/html/..' is refused before it is taken
+        return _run_guarded(lambda: exec_holding_lock(output_folder(args.html_dir, "--html-dir"), program))
     if args.command == "check-book":
         from xaiutils.bookcheck import main as check_book_main
 

@@ -28,7 +28,7 @@ from xaiutils.domain import explain, metrics, plugins
 from xaiutils.domain.synth.dataset import load_benchmark
 from xaiutils.execution.paths import default_out_dir
 from xaiutils.foundation.config import resolve
-from xaiutils.foundation.files import atomic_folder
+from xaiutils.foundation.files import atomic_folder, check_writable, output_folder
 
 
 def higher_is_better(metric: str) -> bool:
@@ -162,7 +162,8 @@ def evaluate_methods(user_methods, preset: str = "book", grid_dir=None, data_dir
     is explained and scored (:func:`evaluate.explain_grid`), the sanity check runs on the most accurate run
     (:func:`sanity.model_randomisation`), and ``scores.csv``, ``sanity.csv`` and ``leaderboard.csv`` are written
     as one folder ``out_dir`` (default ``runs/<preset>/evaluate``), built under a temporary name and swapped in whole,
-    so a failure while writing leaves the previous set or none; ``out_dir`` must be new, empty or such a set.
+    so a failure while writing leaves the previous set or none; ``out_dir`` must be new, empty or such a set, and
+    writable (checked before any work).
     ``overrides``: notebook 4's parameters of the ``explain`` preset section (``methods``, ``metrics``,
     ``n_test_images``, ``workers`` …). ``method_timeout``: seconds a user method may take on one batch (default:
     each entry's ``timeout``, :data:`plugins.DEFAULT_TIMEOUT`); a method past it is refused, naming it and the limit.
@@ -178,8 +179,9 @@ def evaluate_methods(user_methods, preset: str = "book", grid_dir=None, data_dir
         entries = [{**entry, "timeout": limit} for entry in entries]
     data_dir = Path(data_dir) if data_dir is not None else default_out_dir(preset, "01_data") / "dataset"
     grid_dir = Path(grid_dir) if grid_dir is not None else default_out_dir(preset, "03_finetune") / "grid"
-    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(preset, "evaluate")
+    out_dir = output_folder(out_dir if out_dir is not None else default_out_dir(preset, "evaluate"), "--out")
     check_output_folder(out_dir)
+    check_writable(out_dir.parent, f"result folder {out_dir}")  # before anything is loaded or computed
     for path, made_by in ((data_dir, "notebook 1"), (grid_dir / "accuracy.csv", "the grid (notebook 3)")):
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist; it is made by {made_by} (make book, or give "

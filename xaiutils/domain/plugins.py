@@ -14,12 +14,14 @@ Every call is validated before its maps reach a metric (:func:`call`): shape, dt
 and a model left unchanged (weights, buffers and every module's train/eval mode). A violation raises
 :class:`InvalidMethod`, a ``ValueError`` with a one-line message naming the method and the problem. So does a call
 that takes longer than the entry's ``timeout`` (seconds per batch, :data:`DEFAULT_TIMEOUT` unless set): a method
-that never returns is stopped, not waited for.
+that never returns is stopped, not waited for. While a call runs longer than :data:`PROGRESS_SECONDS`, a line on
+stderr names the method, the batch and how long it has run, every :data:`PROGRESS_SECONDS`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import importlib
 import importlib.util
@@ -29,6 +31,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
 DEFAULT_TIMEOUT = 600.0  # seconds a user method may take on one batch (python -m xaiutils evaluate --method-timeout)
+PROGRESS_SECONDS = 30.0  # a call running longer is named on stderr, then again every as many seconds
 
 
 class InvalidMethod(ValueError):
@@ -60,24 +64,57 @@ def check_timeout(value, name: str = "timeout") -> float:
 
 
 @contextlib.contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
-    """Raise :class:`_TimeUp` in the block after ``seconds`` (a SIGALRM timer; in the main thread of a POSIX
-    process, where the methods run: here, in the pool's workers and in notebook 4's kernel. Elsewhere, e.g. a Dask
-    worker's thread, no limit). A method blocked inside one C call is stopped when the call returns."""
-    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def _time_limit(seconds: float, name: str = "", batch: str = "") -> Iterator[None]:
+    """Raise :class:`_TimeUp` in the block after ``seconds``, and name the call on stderr while it runs longer than
+    :data:`PROGRESS_SECONDS` (method ``name`` on ``batch``).
 
-    def time_up(signum, frame):
-        raise _TimeUp
+    In the main thread of a POSIX process (here, the pool's workers, notebook 4's kernel) the limit is a SIGALRM
+    timer, which also interrupts a method that sleeps or waits. In any other thread (a Dask worker's thread runs its
+    tasks in threads) no signal can reach the method: a watcher thread raises :class:`_TimeUp` into the method's
+    thread instead, which Python delivers at the method's next Python instruction, so a method blocked inside one C
+    call (a long sleep, one long torch operation) is stopped only when that call returns."""
+    in_main = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    caller = threading.get_ident()
+    done = threading.Event()
+    guard = threading.Lock()  # held while the call may still be interrupted; cleared under it
+    running = [True]
+    started = time.monotonic()
 
-    previous = signal.signal(signal.SIGALRM, time_up)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    def watch() -> None:
+        deadline = started + seconds
+        next_note = started + PROGRESS_SECONDS
+        while not done.wait(max(0.0, (next_note if in_main else min(next_note, deadline)) - time.monotonic())):
+            now = time.monotonic()
+            if now >= next_note:
+                print(f"method {name!r} has run {round(now - started, 1):g} s on {batch} so far (it is stopped at "
+                      f"{seconds:g} s)", file=sys.stderr, flush=True)
+                next_note += PROGRESS_SECONDS
+            if not in_main and now >= deadline:
+                with guard:
+                    if running[0]:
+                        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(caller), ctypes.py_object(_TimeUp))
+                return
+
+    watcher = threading.Thread(target=watch, name=f"time limit of {name}", daemon=True)
+    previous = None
+    if in_main:
+        def time_up(signum, frame):
+            raise _TimeUp
+
+        previous = signal.signal(signal.SIGALRM, time_up)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    watcher.start()
     try:
         yield
+        with guard:  # from here on no _TimeUp is raised into this thread; one raised before is delivered here
+            running[0] = False
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        with guard:
+            running[0] = False
+        done.set()
+        if in_main:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
 
 def _one_line(text: str) -> str:
@@ -286,9 +323,12 @@ def check_maps(maps, n_images: int, image_shape: tuple[int, ...], name: str) -> 
     return explain._reduce(maps, signed=False)
 
 
-def call(method, entry: dict[str, Any], model: torch.nn.Module, images, targets, seed: int = 0) -> np.ndarray:
+def call(method, entry: dict[str, Any], model: torch.nn.Module, images, targets, seed: int = 0,
+         batch: str | None = None) -> np.ndarray:
     """Maps of a user's ``method`` (loaded from ``entry``) for ``images`` and ``targets``, validated; stopped with
-    :class:`InvalidMethod` when it takes longer than the entry's ``timeout`` seconds.
+    :class:`InvalidMethod` when it takes longer than the entry's ``timeout`` seconds, in any thread
+    (:func:`_time_limit`), and named on stderr while it runs longer than :data:`PROGRESS_SECONDS` (``batch``: which
+    images, for that line; default "a batch of N images").
 
     The model runs in eval mode (its modes are restored afterwards); RNGs are seeded with ``seed`` and restored, as
     for the registry's methods. Raises :class:`InvalidMethod` when the maps or the model break the contract, before
@@ -307,7 +347,7 @@ def call(method, entry: dict[str, Any], model: torch.nn.Module, images, targets,
         limit = entry.get("timeout", DEFAULT_TIMEOUT)
         with explain._seeded(seed, images.device):
             try:
-                with _time_limit(limit):
+                with _time_limit(limit, name, batch or f"a batch of {images.shape[0]} images"):
                     maps = method(model, images.clone(), targets.clone(), **entry["settings"])
             except _TimeUp:
                 raise InvalidMethod(f"method {name!r} took longer than its limit of {limit:g} s on a batch of "
@@ -339,9 +379,10 @@ def attribute(model, images, targets, entry: dict[str, Any], seed: int = 0, batc
     targets = explain._as_targets(targets, images.shape[0])
     if images.shape[0] == 0:
         return np.zeros((0, *images.shape[-2:]), dtype=np.float32)
-    return np.concatenate([call(method, entry, model, images[start:start + batch_size],
-                                targets[start:start + batch_size], seed=seed)
-                           for start in range(0, images.shape[0], int(batch_size))])
+    total, size = images.shape[0], int(batch_size)
+    return np.concatenate([call(method, entry, model, images[start:start + size], targets[start:start + size],
+                                seed=seed, batch=f"images {start + 1}-{min(start + size, total)} of {total}")
+                           for start in range(0, total, size)])
 
 
 def maps_of(model, images, targets, method: str, user: dict[str, dict] | None = None, seed: int = 0,

@@ -29,6 +29,8 @@ from xaiutils.foundation.files import (
     CHECKSUMS_FILE,
     changed_files,
     check_safe_name,
+    check_writable,
+    output_folder,
     read_yaml_file,
     record_checksums,
     write_atomic,
@@ -207,10 +209,11 @@ def run_grid(
     spec = dict(spec) if spec is not None else resolve("grid", preset)
     workers = check_workers(spec.pop("workers", 1) if workers is None else workers)
     spec.pop("workers", None)
-    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(preset, "03_finetune") / "grid"
-    out_dir = out_dir.absolute()
+    out_dir = output_folder(out_dir if out_dir is not None else default_out_dir(preset, "03_finetune") / "grid",
+                            "--out")
     parameters = dict(parameters or {})
     cells = grid_cells(spec)
+    check_writable(out_dir, f"grid folder {out_dir}")  # before the inputs are hashed or any cell starts
     if check_inputs:
         check_grid_inputs(preset, parameters, cells)
     inputs = input_fingerprint(preset, parameters, notebook)

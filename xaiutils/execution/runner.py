@@ -18,7 +18,13 @@ from typing import Any
 from xaiutils.execution.locks import folder_lock, remove_leftovers
 from xaiutils.execution.params import prepare_notebook
 from xaiutils.execution.paths import default_out_dir
-from xaiutils.foundation.files import move_into_place, new_partial_folder, write_atomic_with
+from xaiutils.foundation.files import (
+    check_writable,
+    move_into_place,
+    new_partial_folder,
+    output_folder,
+    write_atomic_with,
+)
 from xaiutils.foundation.versions import versions
 
 RECORD_FILE = "run.json"  # written last into a run folder; with the executed notebook, what marks one
@@ -38,15 +44,18 @@ def run_notebook(
 
     ``preset`` and ``out_dir`` are passed to the notebook as parameters, next to ``parameters``. Unknown
     parameter names, and values whose type differs from the parameter cell's default (or the preset's value),
-    are refused before anything runs. The folder appears only if every cell succeeded; on failure the executed
-    notebook is kept beside it as ``<out_dir>.failed.ipynb`` for inspection.
+    are refused before anything runs, and so are an ``out_dir`` whose last part is ``..`` (:func:`output_folder`)
+    and a folder that cannot be written (:func:`check_writable`). The folder appears only if every cell succeeded;
+    on failure the executed notebook is kept beside it as ``<out_dir>.failed.ipynb`` for inspection.
 
     While it runs, the process holds the folder's lock (:func:`folder_lock`): a second writer of the same folder
     stops at once with :class:`FolderBusy`. Temporary folders that an earlier, dead writer left are removed.
     """
     path, nb, parameters = prepare_notebook(notebook, preset, parameters)
-    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(preset, path.stem)
-    out_dir = out_dir.absolute()
+    # checked before the lock, the temporary folder or the kernel: all three go beside the run folder
+    out_dir = (output_folder(out_dir, "--out") if out_dir is not None else
+               output_folder(default_out_dir(preset, path.stem), f"the run folder named after notebook {path.name}"))
+    check_writable(out_dir.parent, f"run folder {out_dir}")
     with folder_lock(out_dir, wait=0):
         remove_leftovers(out_dir)
         return execute(path, nb, out_dir, preset, parameters, kernel_name, overwrite, progress, cwd)

@@ -34,6 +34,45 @@ def check_safe_name(name: Any, what: str, choices: tuple[str, ...] = ()) -> str:
                      "_ . + - (no path separator, no '..', not starting with a dot or dash, at most 100 characters)")
 
 
+def output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
+    """``path`` as an absolute path, ``..`` and ``.`` resolved by name, so that what is written beside the folder
+    (its lock ``.NAME.lock``, its temporary folder ``.NAME.partial-*``, ``NAME.failed.ipynb``) lies beside the
+    folder itself. Refuses (``ValueError`` naming ``what`` and the value) a path whose last part is ``..``, or that
+    names the root: the folder would be named after one of its parents (``runs/x/..`` is ``runs``) while its lock
+    and temporary folder went into ``runs/x``, created for them. Checked before anything is written."""
+    text = os.fspath(path)
+    last = re.split(r"[/\\]", text.rstrip("/\\"))[-1] if text.strip() else ""
+    folder = Path(os.path.abspath(text)) if text.strip() else None
+    if last == ".." or folder is None or not folder.name:
+        ends = repr(last) if last else "the root"
+        raise ValueError(f"{what} {text!r} does not end in the folder's own name (it ends in {ends}); give a path "
+                         "whose last part names the folder, e.g. runs/my-run; nothing was written")
+    return folder
+
+
+class FolderNotWritable(PermissionError):
+    """An output folder that cannot be written (a read-only file system, no write permission); the message (one
+    line) names the folder and says that nothing was done."""
+
+
+def check_writable(folder: str | os.PathLike, what: str) -> None:
+    """Refuse with :class:`FolderNotWritable`, before any work, when ``folder`` (or, where it does not exist yet, the
+    nearest folder above it that does, where it would be created) cannot be written: a read-only file system, or no
+    write permission for this user. ``what``: the output it is for, named in the message (e.g. "run folder X")."""
+    folder = Path(os.path.abspath(folder))
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return  # a file where a folder should be: the caller's own check names it
+    if os.access(existing, os.W_OK | os.X_OK):
+        return
+    read_only = hasattr(os, "statvfs") and bool(os.statvfs(existing).f_flag & getattr(os, "ST_RDONLY", 1))
+    why = "it is on a read-only file system" if read_only else "this user may not write there"
+    raise FolderNotWritable(f"cannot write {what}: {existing} is not writable ({why}); nothing was done: give "
+                            "--out a folder you can write to, or make that one writable")
+
+
 @contextlib.contextmanager
 def signals_deferred(names=("SIGINT", "SIGTERM", "SIGHUP")) -> Iterator[None]:
     """Hold back the delivery of stop signals to this thread for the block (where the OS allows it)."""

@@ -19,10 +19,10 @@ MASK_SUFFIXES = ("_desc-brain_mask", "_brain_mask", "_brainmask", "-brainmask", 
 MODALITY_SUFFIXES = ("_T1w", "_t1w", "-T1", "_T1", "-t1", "_t1")
 MAX_NONFINITE = 0.001  # share of NaN / infinite voxels in a volume above which it is refused (0.1 %)
 # Smallest extent (mm) of the brain mask's bounding box along every axis. Any human brain, a preterm neonate's
-# included, measures more than 60 mm along each axis; the bound is set lower, at 20 mm, so that the small phantoms
-# of the tests (25 mm) still pass, while a crop of a few millimetres or a slab of a few slices, which cannot hold a
-# brain, is refused instead of becoming a subject.
-MIN_BRAIN_EXTENT_MM = 20.0
+# included, measures more than 60 mm along each axis (an adult's about 140 x 170 x 120 mm), so a crop (the issue's
+# was 12 mm) or a slab of a few slices, which cannot hold a brain, is refused instead of becoming a subject. The
+# tests' phantoms have voxels large enough (3 to 6 mm) to span more than that.
+MIN_BRAIN_EXTENT_MM = 60.0
 # Largest ratio between a volume's voxel size (along each axis, sorted) and the median voxel size of its folder:
 # scanners differ by a few tens of percent (1 mm against 0.94 mm), a factor above 2 means a volume of another kind.
 MAX_VOXEL_SIZE_RATIO = 2.0

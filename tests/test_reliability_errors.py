@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -80,9 +81,23 @@ def test_case10_a_read_only_output_folder_is_refused_naming_it_before_any_work(t
                       str(shared), "--data-dir", str(data_dir), "--out", str(locked / "board")],
                      f"result folder {locked / 'board'}"),
     }
-    script = "; ".join(f"{sys.executable} -m xaiutils {' '.join(map(repr, argv))} 2>{tmp_path / name}.err; "
-                       f"echo $? > {tmp_path / name}.rc" for name, (argv, _) in commands.items())
-    subprocess.run([*prefix, "sh", "-c", script], cwd=ROOT, env=environment, timeout=300, check=True)
+    # the three commands in one interpreter inside the read-only mount (one start of Python and torch, not three),
+    # each with the command line's own entry point and its stderr kept apart
+    script = textwrap.dedent(f"""\
+        import contextlib, io, sys
+        from pathlib import Path
+        from xaiutils.__main__ import main
+        for name, argv in {({name: argv for name, (argv, _) in commands.items()})!r}.items():
+            stderr = io.StringIO()
+            with contextlib.redirect_stderr(stderr):
+                try:
+                    code = main(argv)
+                except SystemExit as stop:
+                    code = stop.code
+            Path({str(tmp_path)!r}, name + ".err").write_text(stderr.getvalue())
+            Path({str(tmp_path)!r}, name + ".rc").write_text(str(code))
+        """)
+    subprocess.run([*prefix, sys.executable, "-c", script], cwd=ROOT, env=environment, timeout=300, check=True)
     for name, (_, what) in commands.items():
         stderr = (tmp_path / f"{name}.err").read_text()
         assert (tmp_path / f"{name}.rc").read_text().strip() == "2", (name, stderr[-2000:])

@@ -21,7 +21,7 @@ from xaiutils.domain.synth.lesions import LesionParams
 
 TASKS = ("shape", "presence")
 # "distractor": every image also gets one blob that carries no class information (its shape is drawn at random,
-# whatever the class) but looks like the lesions (same size distribution, the same contrast magnitude as the image's
+# whatever the class) but looks like a lesion (the smallest lesion radius, the same contrast magnitude as the image's
 # lesions, opposite sign); it is outside the ground-truth mask and its own mask is kept as ``distractor_masks``.
 VARIANTS = ("none", "distractor")
 SPLITS = ("train", "val", "test")

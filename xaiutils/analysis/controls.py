@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from xaiutils.analysis.evaluate import select
+from xaiutils.analysis.leaderboard import higher_is_better
 from xaiutils.domain import explain, metrics
 
 ORACLE_TABLE_MAPS = ("input", "sobel", "laplace", "random")
@@ -78,8 +79,18 @@ def oracle_scores(masks, metric_names, resolution: int | None = None) -> pd.Data
                               resolution=resolution, n_jobs=1)
 
 
-def _higher_is_better(metric: str) -> bool:
-    return metrics.METRICS[metric].higher_is_better if metric in metrics.METRICS else False
+def _controls_in(selected: pd.DataFrame) -> list[str]:
+    """The control maps the score table holds (refused when it holds none)."""
+    controls = [name for name in explain.control_map_names() if name in set(selected["method"])]
+    if not controls:
+        raise ValueError("the score table has no control maps; valid: " + ", ".join(explain.control_map_names()))
+    return controls
+
+
+def _best_control(wide: pd.DataFrame, controls: list[str], metric: str) -> str:
+    """The control map with the best mean over runs, by the metric's direction."""
+    means = wide[controls].mean()
+    return means.idxmax() if higher_is_better(metric) else means.idxmin()
 
 
 def _per_run(selected: pd.DataFrame, oracle: pd.Series, metric: str) -> pd.DataFrame:
@@ -101,15 +112,13 @@ def metric_ranges(scores: pd.DataFrame, oracle: pd.DataFrame, metric_names, sele
     between the best control and the oracle; means over runs of each run's selected images. ``oracle``: one row per
     image (index = image, as :func:`oracle_scores` gives for the dataset's images)."""
     selected = select(scores, selection)
-    controls = [name for name in explain.control_map_names() if name in set(selected["method"])]
-    if not controls:
-        raise ValueError("the score table has no control maps; valid: " + ", ".join(explain.control_map_names()))
+    controls = _controls_in(selected)
     rows = []
     for metric in metrics.check_metrics(metric_names):
         wide = _per_run(selected, oracle[metric], metric)
         means = wide[controls].mean()
-        best = means.idxmax() if _higher_is_better(metric) else means.idxmin()
-        rows.append({"metric": metric, "higher_is_better": _higher_is_better(metric),
+        best = _best_control(wide, controls, metric)
+        rows.append({"metric": metric, "higher_is_better": higher_is_better(metric),
                      "random": float(means.get("random", np.nan)), "best_control": best,
                      "best_control_score": float(means[best]), "oracle": float(wide["oracle"].mean()),
                      "room": float(wide["oracle"].mean() - means[best])})
@@ -127,12 +136,8 @@ def normalised_skill(scores: pd.DataFrame, oracle: pd.DataFrame, metric: str, se
     best_control, skill, ci_low, ci_high, n_runs; sorted by skill. Control maps get a row too (the best one at 0).
     """
     selected = select(scores, selection)
-    controls = [name for name in explain.control_map_names() if name in set(selected["method"])]
-    if not controls:
-        raise ValueError("the score table has no control maps; valid: " + ", ".join(explain.control_map_names()))
     wide = _per_run(selected, oracle[metric], metric)
-    means = wide[controls].mean()
-    best = means.idxmax() if _higher_is_better(metric) else means.idxmin()
+    best = _best_control(wide, _controls_in(selected), metric)
     rng = np.random.default_rng(seed)
     rows = []
     for method in [column for column in wide.columns if column != "oracle"]:

@@ -116,8 +116,9 @@ pd.Series({key: str(value) for key, value in config.items()}, name="value").to_f
 # ## The methods
 #
 # What each method costs and needs, as registered in `xaiutils.domain.explain` (Captum's docs compare methods the same
-# way). A method that has no correct rule for a layer of the backbone (e.g. DeepLift on MobileNetV2's ReLU6) is
-# recorded as *not applicable* rather than run silently wrong.
+# way). A method that has no correct rule for a layer of the backbone (e.g. LRP on a model that adds tensors outside
+# modules) is recorded as *not applicable* rather than run silently wrong; every method of the preset has rules for
+# every backbone of the presets (see the propagation section below).
 
 # %%
 method_table = explain.method_table()
@@ -303,6 +304,111 @@ ranges.round(3)
 skills.assign(cell=lambda t: t["skill"].map("{:.2f}".format) + " [" + t["ci_low"].map("{:.2f}".format) + ", "
               + t["ci_high"].map("{:.2f}".format) + "]").pivot(index="method", columns="metric", values="cell"
                                                                 ).reindex(index=skill_order, columns=config["metrics"])
+
+# %% [markdown]
+# ## Propagation methods on MobileNetV2
+#
+# The reference study and its sibling benchmark XAI-TRIS centre on propagation methods: DeepLift, DeepLiftShap,
+# Guided Backpropagation, Deconvolution, Guided Grad-CAM and LRP. They change the backward pass layer by layer, so
+# each needs a rule for every layer of the backbone. MobileNetV2 has two layers the study's VGG-16 lacks: ReLU6
+# (`min(max(x, 0), 6)`) and residual sums (`x + block(x)`), plus BatchNorm. Here is what each method does with them
+# (`xaiutils/domain/explain/canonical.py`; the tests in `tests/test_propagation.py` check each rule against a known
+# answer):
+#
+# | method | library | ReLU6 | residual sum | BatchNorm |
+# | --- | --- | --- | --- | --- |
+# | DeepLift(Shap) | Captum | rescale: (out − out₀) / (in − in₀), clip included | linear (both branches) | affine |
+# | Guided Backprop | Captum | ReLU's rule: gradient kept where 0 < input < 6 and positive | gradient | gradient |
+# | Deconvolution | Captum | ReLU's rule on the gradient alone (input ignored) | gradient | gradient |
+# | Guided Grad-CAM | Captum | as Guided Backprop, times Grad-CAM of the last block | gradient | gradient |
+# | LRP | zennit | relevance passes unchanged | split by each branch's share | merged into the conv before it |
+#
+# ReLU6 is replaced, on a copy of the model, by a module with the same function bit for bit that the libraries treat
+# as a ReLU (`ClippedReLU`), and DeepLift is given the rescale rule for it; no method has a special case. LRP runs
+# zennit's EpsilonPlusFlat composite {cite:p}`anders2021zennit` (flat rule on the first convolution, z⁺ on the other
+# convolutions, ε on the dense layer); the study used Captum's ε rule on every layer of VGG-16, which `rule="epsilon"`
+# reproduces.
+#
+# The gallery shows every propagation method on the same four test images, those the most accurate run classified
+# correctly first in the sample, each map divided by its own maximum |value| (one colour scale for all).
+
+# %%
+propagation_methods = [method for method in all_methods
+                       if method in explain.METHODS and explain.METHODS[method].hooked and method in best_run_maps]
+correct_of_best = scores.loc[(scores["run"] == best_run) & scores["correct"], "image"].unique()
+gallery_images = [image for image in images if image in set(correct_of_best)][:4]
+fig, axes = plt.subplots(len(propagation_methods) + 1, len(gallery_images),
+                         figsize=(2.1 * len(gallery_images) + 1.6, 2.1 * (len(propagation_methods) + 1)),
+                         squeeze=False)
+for column, image in enumerate(gallery_images):
+    axes[0, column].imshow(bench.images[image], cmap="gray", vmin=0, vmax=1)
+    axes[0, column].contour(bench.masks[image], levels=[0.5], colors="cyan", linewidths=0.8)
+    axes[0, column].set_title(f"image {image}\n(class {bench.labels[image]})", fontsize=9)
+    for row, method in enumerate(propagation_methods, start=1):
+        attribution = np.abs(best_run_maps[method][position[image]])
+        peak = attribution.max()
+        shown = axes[row, column].imshow(attribution / peak if peak > 0 else attribution, cmap="inferno", vmin=0,
+                                         vmax=1)
+        axes[row, column].contour(bench.masks[image], levels=[0.5], colors="cyan", linewidths=0.6)
+        if peak == 0:
+            axes[row, column].text(0.5, 0.5, "all zero", color="white", ha="center", va="center",
+                                   transform=axes[row, column].transAxes)
+for row, label in enumerate(["image", *propagation_methods]):
+    axes[row, 0].set_ylabel(label.replace("_", " "), fontsize=9)
+for ax in axes.flat:
+    ax.set_xticks([])
+    ax.set_yticks([])
+fig.colorbar(shown, ax=axes, shrink=0.4, label="|attribution| / max |attribution|")
+fig.suptitle(f"Propagation methods, run {best_run} (lesion mask in cyan)")
+fig.savefig(out_dir / "propagation_gallery.png", dpi=110, bbox_inches="tight")
+
+# %% [markdown]
+# The methods' scores beside the control maps: the mean of every metric over the correctly classified images of
+# every run, and the skill over the best control map on the headline metric, **paired by image**: per run, the mean
+# of (method − best control) over the images where both have a score, averaged over runs. Its 95 % interval is a
+# two-stage bootstrap that resamples runs and then images within each run, so it holds both the spread between
+# models and that between images (`xaiutils.analysis.controls.paired_skill`). A map that is zero everywhere has no
+# score (Guided Grad-CAM is zero wherever Grad-CAM of the last block is; the table of missing scores above counts
+# them).
+
+# %%
+paired = controls.paired_skill(scores, main_metric, config["selection"], n_boot=config["n_boot"],
+                               seed=config["seed"]).set_index("method")
+paired.to_csv(out_dir / "paired_skill.csv")
+means = selected.groupby("method")[config["metrics"]].mean()
+beside = means.join(paired[["skill", "ci_low", "ci_high", "n_pairs"]].rename(
+    columns={"skill": f"skill ({main_metric})", "ci_low": "skill 95% low", "ci_high": "skill 95% high"}))
+beside.insert(0, "kind", ["control" if name in control_maps else
+                          "propagation" if name in propagation_methods else "other" for name in beside.index])
+beside = beside.loc[[*propagation_methods, *[m for m in beside.index if m not in propagation_methods]]]
+beside.to_csv(out_dir / "propagation.csv")
+ordered = paired.sort_values("skill")
+fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(ordered) + 1.6))
+kind_colour = ["lightgrey" if m in control_maps else "tab:red" if m in propagation_methods else "tab:blue"
+               for m in ordered.index]
+rows_y = np.arange(len(ordered))
+ax.errorbar(ordered["skill"], rows_y,
+            xerr=[ordered["skill"] - ordered["ci_low"], ordered["ci_high"] - ordered["skill"]],
+            fmt="none", ecolor="black", capsize=2)
+ax.scatter(ordered["skill"], rows_y, c=kind_colour, edgecolors="black", zorder=3)
+ax.axvline(0, color="black", lw=0.8)
+ax.set_yticks(rows_y, ordered.index)
+ax.set_xlabel(f"{main_metric}: method minus the best control map ({paired['best_control'].iloc[0]}),\n"
+              "paired by image; 95 % CI over runs and images")
+for colour, label in (("tab:red", "propagation method"), ("tab:blue", "other method"), ("lightgrey", "control map")):
+    ax.scatter([], [], c=colour, edgecolors="black", label=label)
+ax.legend(fontsize=8, loc="lower right")
+ax.set_title("Skill over the best control map")
+fig.tight_layout()
+fig.savefig(out_dir / "paired_skill.png", dpi=110)
+scored_propagation = [m for m in propagation_methods if np.isfinite(paired["skill"].get(m, np.nan))]
+glue("n_propagation_methods", len(propagation_methods))
+glue("n_propagation_scored", len(scored_propagation))
+top_propagation = paired.loc[scored_propagation, "skill"].idxmax() if scored_propagation else "none"
+glue("top_propagation_method", top_propagation)
+glue("top_propagation_skill", float(paired.loc[top_propagation, "skill"]) if scored_propagation else float("nan"))
+glue("n_methods_paired_above", int(((paired["ci_low"] > 0) & ~paired.index.isin(control_maps)).sum()))
+beside.round(3)
 
 # %% [markdown]
 # ## Scoring resolution
@@ -534,6 +640,11 @@ glue("median_rho_edge", edge.median())
 #   {glue:text}`top_normalised_method` ({glue:text}`top_normalised_skill:.2f`, where 0 is the best control map and
 #   1 the oracle). Scoring at the preset's resolution instead of the native size moved no method's mean EMD score by
 #   more than {glue:text}`resolution_max_difference:.4f`.
+# - The study's propagation methods ran on MobileNetV2 ({glue:text}`n_propagation_scored` of
+#   {glue:text}`n_propagation_methods` scored), with rules for ReLU6, residual sums and BatchNorm; the best of them by
+#   skill over the best control map, paired by image, is {glue:text}`top_propagation_method`
+#   ({glue:text}`top_propagation_skill:.4f`). {glue:text}`n_methods_paired_above` methods beat the best control map
+#   with a 95 % interval over runs and images above zero.
 # - A method is only informative where it beats the control maps; notebook 5 gives each method's skill
 #   over the best control map with an interval over runs.
 # - The leaderboard (`leaderboard.csv`) ranks every method and control map; its top is {glue:text}`leader_method`,

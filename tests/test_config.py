@@ -59,6 +59,10 @@ def test_explain_lists_agree_with_the_registry():
     assert set(config.DEFAULT_METHODS) <= set(explain.METHODS) - costly - set(config.CONTROL_MAPS)
     assert config.SMOKE.explain.methods == config.BOOK.explain.methods == [*config.DEFAULT_METHODS,
                                                                            *config.CONTROL_MAPS]
+    # The book runs the study's list but for the sampling-heavy methods, which the study runs on a subset.
+    study_methods = set(config.STUDY.explain.methods)
+    assert study_methods - set(config.BOOK.explain.methods) == costly & study_methods
+    assert config.BOOK.explain.n_test_images >= 24
     for preset in config.PRESETS.values():
         unknown = set(preset.explain.methods) - set(explain.METHODS)
         assert not unknown, f"preset lists unregistered methods {unknown}"

@@ -117,3 +117,30 @@ def test_controls_need_control_maps_and_every_oracle_image():
         controls.normalised_skill(scores[scores["method"] == "saliency"], oracle, "importance_mass_accuracy")
     with pytest.raises(ValueError, match=r"lack image\(s\) \[2\]"):
         controls.metric_ranges(scores, oracle.iloc[:2], ["importance_mass_accuracy"])
+
+
+def test_paired_skill_known_answers():
+    # the method beats the best control by 0.25 on every image of every run: no spread at either stage
+    scores, _ = _score_table([0.75, 0.75, 0.75], [0.5, 0.5, 0.5], [0.2, 0.2, 0.2])
+    skill = controls.paired_skill(scores, "importance_mass_accuracy").set_index("method")
+    assert skill.loc["saliency", "skill"] == pytest.approx(0.25)
+    assert skill.loc["saliency", ["ci_low", "ci_high"]].tolist() == pytest.approx([0.25, 0.25])
+    assert skill.loc["input", ["skill", "ci_low", "ci_high"]].tolist() == [0.0, 0.0, 0.0]
+    assert skill.loc["random", "skill"] == pytest.approx(-0.3) and skill.loc["saliency", "n_pairs"] == 9
+    # images that differ within runs widen the interval, which holds the mean of the run means
+    scores.loc[(scores["method"] == "saliency") & (scores["image"] == 0), "importance_mass_accuracy"] = 0.95
+    row = controls.paired_skill(scores, "importance_mass_accuracy", n_boot=400).set_index("method").loc["saliency"]
+    assert row["skill"] == pytest.approx((0.45 + 0.25 + 0.25) / 3)
+    assert row["ci_low"] < row["skill"] < row["ci_high"] and row["ci_low"] >= 0.25 - 1e-12
+    # pairing: an image the method could not score drops out of its pairs only
+    scores.loc[(scores["method"] == "saliency") & (scores["image"] == 0), "importance_mass_accuracy"] = np.nan
+    row = controls.paired_skill(scores, "importance_mass_accuracy").set_index("method").loc["saliency"]
+    assert row["skill"] == pytest.approx(0.25) and row["n_pairs"] == 6
+
+
+def test_paired_skill_follows_a_lower_is_better_metric():
+    scores, _ = _score_table([3.0, 3.0], [5.0, 5.0], [9.0, 9.0])
+    scores = scores.rename(columns={"importance_mass_accuracy": "emd_distance"})
+    skill = controls.paired_skill(scores, "emd_distance").set_index("method")
+    assert skill.loc["saliency", "skill"] == pytest.approx(2.0)  # 2 closer than the control: a positive skill
+    assert skill.loc["saliency", "best_control"] == "input"

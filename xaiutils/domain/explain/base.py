@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from xaiutils.domain.explain.canonical import ClippedReLU, clip_relu6, has_relu6
 from xaiutils.domain.explain.checks import DEEPLIFT_NON_LINEAR, check_activations, check_shared_modules
 from xaiutils.domain.explain.runtime import (
     as_images,
@@ -100,15 +101,17 @@ class CaptumMethod(Method):
 
 class HookedMethod(Method):
     """A method whose Captum class hooks activation modules: it needs one non-in-place module per activation,
-    and modifies the backward pass of ``supported`` activation types only."""
+    and modifies the backward pass of ``supported`` activation types only. ReLU6 is supported through
+    :class:`~xaiutils.domain.explain.canonical.ClippedReLU`: :func:`attribute` runs these methods on a copy whose
+    ReLU6 modules are ClippedReLUs (the same function, an ``nn.ReLU`` to Captum)."""
 
     hooked = True
-    supported: ClassVar[tuple[type[nn.Module], ...]] = (nn.ReLU,)
+    supported: ClassVar[tuple[type[nn.Module], ...]] = (nn.ReLU, nn.ReLU6, ClippedReLU)
 
     @classmethod
     def rule(cls) -> str:
         """The start of the message for an unsupported activation type."""
-        return f"{cls.label} only modifies the backward pass of nn.ReLU, not of"
+        return f"{cls.label} only modifies the backward pass of nn.ReLU (and ReLU6), not of"
 
     @classmethod
     def check(cls, model, probe):
@@ -119,7 +122,7 @@ class HookedMethod(Method):
 class DeepLiftRules(HookedMethod):
     """DeepLift and DeepLiftShap: Captum's rules cover more activation types than ReLU."""
 
-    supported = DEEPLIFT_NON_LINEAR
+    supported = (*DEEPLIFT_NON_LINEAR, nn.ReLU6, ClippedReLU)  # ReLU6: the rescale rule (canonical.deeplift_rules)
 
     @classmethod
     def rule(cls) -> str:
@@ -279,7 +282,7 @@ def attribute(model: nn.Module | None, images, targets, method: str, batch_size:
     if parameter is not None and parameter.is_floating_point():
         images = images.to(parameter.dtype)
     work = model
-    if device != own_device or (cls.hooked and has_inplace_relu(model)):
+    if device != own_device or (cls.hooked and (has_inplace_relu(model) or has_relu6(model))):
         if isinstance(options.get("layer"), nn.Module):  # the same layer, found again in the copy
             names = {id(module): key for key, module in model.named_modules()}
             if id(options["layer"]) not in names:
@@ -287,6 +290,8 @@ def attribute(model: nn.Module | None, images, targets, method: str, batch_size:
             options["layer"] = names[id(options["layer"])]
         work = copy.deepcopy(model).to(device)
         replace_relus(work)
+        if cls.hooked:
+            clip_relu6(work)
     was_training = work.training
     work.eval()
     # On the CPU, convolutions run faster in channels-last memory format (one book run, 13 methods on 8 images, one

@@ -1,11 +1,11 @@
 """Whether a method can be correct for a model: the checks behind :class:`NotApplicable`.
 
 Hook-based methods (DeepLift, DeepLiftShap, GuidedBackprop, Deconvolution, Guided Grad-CAM, LRP) give silently
-wrong results on shared activation modules, on activations Captum has no rule for, and on operations outside
+wrong results on shared activation modules, on activations they have no rule for, and on operations outside
 modules. The checks count the calls of every leaf module in one forward pass and trace the forward with torch.fx.
 
-Captum keeps its tables of supported layers private (``captum.attr._core``), so they are restated here from
-Captum 0.9.0; ``tests/test_explain.py`` compares them with Captum's, so an upgrade that changes them fails a test
+Captum keeps its DeepLift table of supported layers private (``captum.attr._core``), so it is restated here from
+Captum 0.9.0; ``tests/test_explain.py`` compares it with Captum's, so an upgrade that changes it fails a test
 instead of changing the checks silently.
 """
 
@@ -33,11 +33,6 @@ RESHAPES = {"flatten", "view", "reshape", "expand", "repeat", "contiguous", "siz
 MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 # Captum 0.9.0: captum.attr._core.deep_lift.SUPPORTED_NON_LINEAR (its keys)
 DEEPLIFT_NON_LINEAR = (nn.ReLU, nn.ELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Softplus, *MAX_POOLS, nn.Softmax)
-# Captum 0.9.0: captum.attr._core.lrp.SUPPORTED_LAYERS_WITH_RULES (less its own Addition_Module) and
-# SUPPORTED_NON_LINEAR_LAYERS
-LRP_LAYERS_WITH_RULES = (*MAX_POOLS, nn.Conv2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Linear, nn.BatchNorm2d)
-LRP_NON_LINEAR = (nn.ReLU, nn.Dropout, nn.Tanh)
-LRP_PASS_THROUGH = (nn.Flatten, nn.Identity)  # pure reshapes: the epsilon rule passes relevance through unchanged
 
 
 def leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -71,10 +66,16 @@ def functional_ops(model: nn.Module) -> list[str] | None:
     """Names of functions/methods called in forward outside modules (``None`` when torch.fx cannot trace it)."""
     import torch.fx
 
+    from xaiutils.domain.explain.canonical import ClippedReLU
+
+    class Tracer(torch.fx.Tracer):  # ClippedReLU is a module with a rule, like the torch.nn activations
+        def is_leaf_module(self, module, qualified_name):
+            return isinstance(module, ClippedReLU) or super().is_leaf_module(module, qualified_name)
+
     found = []
     for prefix, part in _traced_parts(model):
         try:
-            graph = torch.fx.symbolic_trace(part).graph
+            graph = Tracer().trace(part)
         except Exception:  # noqa: BLE001 - any tracing failure means "could not check"
             return None
         for node in graph.nodes:
@@ -114,22 +115,22 @@ def check_activations(model: nn.Module, name: str, supported: tuple, rule: str) 
                             "Captum's module hooks")
 
 
-def check_lrp_rules(model: nn.Module) -> None:
-    """Refuse layers LRP has no rule for, and operations outside modules (relevance would not be conserved)."""
-    known = (*LRP_LAYERS_WITH_RULES, *LRP_NON_LINEAR, *LRP_PASS_THROUGH)
+def check_lrp_layers(model: nn.Module, known: tuple, residual_sums: int) -> None:
+    """Refuse layers the LRP composites have no rule for, and operations outside modules other than the
+    ``residual_sums`` additions the canonizers turn into modules (relevance would not be conserved)."""
     missing = {}
     for key, module in leaf_modules(model):
-        if type(module) not in known and not hasattr(module, "rule"):
+        if not isinstance(module, known):
             missing.setdefault(type(module).__name__, key)
     if missing:
-        import captum
-
         where = ", ".join(f"{kind} (e.g. {key})" for kind, key in missing.items())
-        raise NotApplicable(f"lrp: Captum {captum.__version__}'s LRP has no rule for {where}")
+        raise NotApplicable(f"lrp: no LRP rule for {where}")
     ops = functional_ops(model)
     if ops is None:
         raise NotApplicable("lrp: could not trace the model with torch.fx to check for operations outside modules")
     foreign = [op for op in ops if op.split(" ")[0] not in RESHAPES]
-    if foreign:
-        raise NotApplicable(f"lrp: operations outside modules {foreign[:4]} (e.g. residual additions) get no LRP "
-                            "rule, so relevance is not conserved; Captum needs them as modules (Addition_Module)")
+    additions = [op for op in foreign if op.split(" ")[0] in ("add", "iadd")]
+    if len(foreign) != len(additions) or len(additions) != residual_sums:
+        raise NotApplicable(f"lrp: operations outside modules {foreign[:4]} get no LRP rule, so relevance is not "
+                            f"conserved ({residual_sums} residual additions of MobileNetV2 and ResNet blocks are "
+                            "handled; others must be modules)")

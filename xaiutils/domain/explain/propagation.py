@@ -1,16 +1,16 @@
-"""Propagation methods: Captum's modified backward passes through hooked modules (DeepLift, GuidedBackprop,
-Deconvolution, LRP), checked for applicability first."""
+"""Propagation methods: modified backward passes through hooked modules, checked for applicability first. DeepLift,
+GuidedBackprop and Deconvolution are Captum's; LRP is zennit's. ReLU6 and residual sums are handled in
+:mod:`.canonical`, not here."""
 
 from __future__ import annotations
 
+import torch
+from torch import nn
+from torch.nn import functional
+
 from xaiutils.domain.explain.base import CaptumMethod, DeepLiftRules, HookedMethod
-from xaiutils.domain.explain.checks import (
-    LRP_LAYERS_WITH_RULES,
-    LRP_PASS_THROUGH,
-    check_lrp_rules,
-    check_shared_modules,
-    leaf_modules,
-)
+from xaiutils.domain.explain.canonical import deeplift_rules, lrp_canonizers, residual_blocks
+from xaiutils.domain.explain.checks import MAX_POOLS, check_lrp_layers, check_shared_modules
 from xaiutils.domain.explain.references import baseline_distribution, single_baseline
 from xaiutils.domain.models import LesionNet, Normalise
 
@@ -23,8 +23,8 @@ class DeepLift(DeepLiftRules):
     cost = "cheap"
     passes = "1 backward (hooked)"
     needs_baseline = True
-    caveats = ("Rescale rule. Captum's max-pool rule does not conserve the output difference exactly (nonzero "
-               "convergence delta on VGG); needs one non-in-place module per activation (checked).")
+    caveats = ("Rescale rule (ReLU6 too). Captum's max-pool rule does not conserve the output difference exactly "
+               "(nonzero convergence delta on VGG); needs one non-in-place module per activation (checked).")
     settings = {"baselines": None, "eps": 1e-10}
 
     def chunk_size(self):
@@ -35,8 +35,9 @@ class DeepLift(DeepLiftRules):
         from captum.attr import DeepLift
 
         s = self.options
-        return DeepLift(model, eps=s["eps"]).attribute(
-            inputs, baselines=single_baseline(inputs, s["baselines"]), target=targets)
+        with deeplift_rules():
+            return DeepLift(model, eps=s["eps"]).attribute(
+                inputs, baselines=single_baseline(inputs, s["baselines"]), target=targets)
 
 
 class DeepLiftShap(DeepLiftRules):
@@ -62,9 +63,10 @@ class DeepLiftShap(DeepLiftRules):
         from captum.attr import DeepLiftShap
 
         s = self.options
-        return DeepLiftShap(model).attribute(
-            inputs, baselines=baseline_distribution(inputs, s["baselines"], s["n_baselines"], self.generator),
-            target=targets)
+        with deeplift_rules():
+            return DeepLiftShap(model).attribute(
+                inputs, baselines=baseline_distribution(inputs, s["baselines"], s["n_baselines"], self.generator),
+                target=targets)
 
 
 class GuidedBackprop(CaptumMethod, HookedMethod):
@@ -74,7 +76,8 @@ class GuidedBackprop(CaptumMethod, HookedMethod):
     captum = "GuidedBackprop"
     cost = "cheap"
     passes = "1 backward (hooked)"
-    caveats = "Largely class-insensitive, reconstructs image edges (Adebayo et al. 2018); ReLU models only."
+    caveats = ("Largely class-insensitive, reconstructs image edges (Adebayo et al. 2018); ReLU and ReLU6 models "
+               "(the clip at 6 kept).")
 
 
 class Deconvolution(CaptumMethod, HookedMethod):
@@ -84,44 +87,80 @@ class Deconvolution(CaptumMethod, HookedMethod):
     captum = "Deconvolution"
     cost = "cheap"
     passes = "1 backward (hooked)"
-    caveats = "Like GuidedBackprop, largely input-driven rather than model-driven; ReLU models only."
+    caveats = ("Like GuidedBackprop, largely input-driven rather than model-driven; ReLU and ReLU6 models (its rule "
+               "ignores the forward pass of both).")
 
 
-class LRPEpsilon(HookedMethod):
-    """LRP-ε on every layer. For a :class:`LesionNet` it runs on :meth:`LesionNet.as_sequential`, so that the input
-    normalisation is a module with a rule: as the linear layer it is, with ε → 0 LRP on a ReLU network equals
-    gradient × input on the grey image."""
+class LRP(HookedMethod):
+    """Layer-wise relevance propagation with zennit, its authors' library: a composite of rules by layer type, after
+    canonizers that merge BatchNorm into the convolutions and make residual additions modules
+    (:func:`~xaiutils.domain.explain.canonical.lrp_canonizers`).
+
+    Relevance starts at the target logit (its value, as in Captum) and is propagated to the normalised three-channel
+    input of the backbone; the input normalisation is a per-pixel affine map, through which relevance passes
+    unchanged, and the three copies of the grey pixel are summed. Rules (``rule``):
+
+    - ``epsilon_plus_flat`` (default): zennit's EpsilonPlusFlat, the composite the LRP authors recommend for CNNs
+      (Montavon et al. 2019, Kohlbrenner et al. 2020): flat rule on the first convolution, z⁺ on the others, ε on
+      dense layers.
+    - ``epsilon``: the ε rule on every convolution and dense layer, the rule the reference study used (Captum's LRP
+      on VGG-16); with ε → 0 it is LRP-0, which on ReLU networks equals gradient × input.
+
+    Both: activations (ReLU, ReLU6) pass relevance on unchanged, residual sums and average pooling split it in
+    proportion to the inputs' contributions, max pooling gives it to the maximum.
+    """
 
     name = "lrp"
-    label = "LRP-ε"
+    label = "LRP"
     kind = "propagation"
-    captum = "LRP (EpsilonRule)"
+    captum = "zennit 0.5 (EpsilonPlusFlat)"
     cost = "cheap"
-    passes = "2 forward + 1 backward (hooked)"
-    caveats = ("Epsilon rule on every layer, the input normalisation included (ε = 1e-9, Captum's default: nearly "
-               "LRP-0, which on ReLU networks equals gradient × input). Only for plain sequential models whose "
-               "layers all have rules: residual additions and ReLU6 make it not applicable.")
-    settings = {"epsilon": 1e-9}
+    passes = "1 forward + 1 backward (hooked)"
+    caveats = ("zennit composite EpsilonPlusFlat (flat first layer, z+ convolutions, epsilon dense) after exact "
+               "BatchNorm merging and residual sums as modules; relevance at the normalised input. rule='epsilon' "
+               "gives the study's epsilon rule on every layer.")
+    settings = {"rule": "epsilon_plus_flat", "epsilon": 1e-6}
+    RULES = ("epsilon_plus_flat", "epsilon")
+    KNOWN_LAYERS = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+                    *MAX_POOLS, nn.Dropout, nn.Flatten, nn.Identity, Normalise)
 
     @classmethod
     def check(cls, model, probe):
         check_shared_modules(model, probe, cls.name, every_leaf=True)
-        check_lrp_rules(model)
+        check_lrp_layers(model, cls.KNOWN_LAYERS, residual_blocks(model))
+
+    def composite(self):
+        from zennit.composites import EpsilonPlusFlat, LayerMapComposite, layer_map_base
+        from zennit.rules import Epsilon
+        from zennit.types import Convolution
+        from zennit.types import Linear as AnyLinear
+
+        rule, epsilon = self.options["rule"], float(self.options["epsilon"])
+        if rule not in self.RULES:
+            raise ValueError(f"unknown LRP rule {rule!r}; valid choices: {', '.join(self.RULES)}")
+        if rule == "epsilon_plus_flat":
+            return EpsilonPlusFlat(epsilon=epsilon, canonizers=lrp_canonizers())
+        return LayerMapComposite(
+            layer_map=[*layer_map_base(epsilon), (Convolution, Epsilon(epsilon=epsilon)),
+                       (AnyLinear, Epsilon(epsilon=epsilon))],
+            canonizers=lrp_canonizers())
 
     def attribute(self, model, inputs, targets):
-        from captum.attr import LRP
+        from zennit.attribution import Gradient
 
-        # Captum 0.9.0 exports no public path to its rule classes; LRP needs instances of its PropagationRule.
-        from captum.attr._utils.lrp_rules import EpsilonRule
+        if isinstance(model, LesionNet):
+            network = nn.Sequential(*model.blocks, model.head)
+            with torch.no_grad():
+                start = model.features(inputs, stop=0)
+        else:
+            network, start = model, inputs
+        start = start.detach().requires_grad_()
 
-        network = model.as_sequential() if isinstance(model, LesionNet) else model
-        ruled = [module for _, module in leaf_modules(network) if not hasattr(module, "rule") and (
-            isinstance(module, (*LRP_PASS_THROUGH, Normalise)) or type(module) in LRP_LAYERS_WITH_RULES)]
-        try:
-            for module in ruled:
-                module.rule = EpsilonRule(epsilon=self.options["epsilon"])
-            return LRP(network).attribute(inputs, target=targets)
-        finally:  # Captum removes the rules after a successful call; this covers a failing one
-            for module in ruled:
-                if hasattr(module, "rule"):
-                    del module.rule
+        def relevance_of_target(output):  # the target logit's value, zero elsewhere
+            return output * functional.one_hot(targets, output.shape[1]).to(output.dtype)
+
+        with Gradient(model=network, composite=self.composite()) as attributor:
+            _, relevance = attributor(start, relevance_of_target)
+        if relevance.shape[1] != inputs.shape[1]:  # grey input, repeated to three channels by the normalisation
+            relevance = relevance.sum(dim=1, keepdim=True)
+        return relevance

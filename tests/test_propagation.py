@@ -407,3 +407,18 @@ def test_lrp_refuses_what_it_has_no_rule_for():
     assert np.isfinite(attribute(plain, x, targets, "lrp")).all()
     with pytest.raises(ValueError, match=r"unknown LRP rule 'alpha_beta'; valid choices: epsilon_plus_flat, epsilon"):
         attribute(plain, x, targets, "lrp", rule="alpha_beta")
+
+
+@pytest.mark.parametrize("method", ["deeplift", "guided_backprop"])
+def test_captums_hook_notices_stay_out_of_the_output_and_other_warnings_do_not(method, book_model, images):
+    """Captum warns on every call that it sets hooks (with its site-packages path); the built book's cells were
+    full of it. attribute() silences exactly those notices, and only while it runs."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        attribute(book_model, images[:2], TARGETS[:2], method, progress=False)
+        warnings.warn("a user's own warning", UserWarning, stacklevel=1)
+    messages = [str(warning.message) for warning in caught]
+    assert not [message for message in messages if "hooks" in message], messages
+    assert "a user's own warning" in messages

@@ -323,3 +323,30 @@ def test_a_method_with_as_many_runs_as_coefficients_is_an_error_not_a_crash():
     errors = fits.set_index("method")["error"]
     assert "too few" in errors["m0"] and errors.drop("m0").isna().all()
     assert "m0" not in set(coefficients["method"]) and {"m1", "pooled"} <= set(coefficients["method"])
+
+
+def test_mixed_model_at_zero_group_variance_falls_back_and_equals_ols():
+    """Run means that the fixed effects explain exactly, and large method effects within runs (the book preset's
+    shape): statsmodels' default L-BFGS raises "Singular matrix" on this table. The fit must still come back, with
+    a random-intercept variance at its boundary 0, where the REML fixed effects are the OLS estimates."""
+    import statsmodels.formula.api as smf
+
+    rng = np.random.default_rng(0)
+    method_means = rng.uniform(0.80, 0.89, 13)
+    rows = []
+    for run in range(21):
+        source = ["imagenet", "mri", "none"][run // 7 if run < 18 else 2]
+        k = 0 if source == "none" else [2, 3, 5][run % 3]
+        accuracy = rng.uniform(0.55, 0.98)
+        rows += [{"run": f"r{run}", "source": source, "k": k, "accuracy": accuracy,
+                  "score": mean + 0.01 * accuracy + 0.01 * rng.standard_normal()} for mean in method_means]
+    table = pd.DataFrame(rows)
+    formula = "score ~ accuracy + C(source) + k"
+    with pytest.raises(np.linalg.LinAlgError):  # the failure this guards against, still there in statsmodels
+        smf.mixedlm(formula, data=table, groups=table["run"]).fit(reml=True)
+    coefficients, fit = stats.fit_mixed(table, formula)
+    assert fit["converged"] and fit["optimiser"] != "lbfgs"
+    assert fit["group_variance"] < 1e-8
+    ols = smf.ols(formula, data=table).fit().params
+    mixed = coefficients.set_index("term")["estimate"]
+    np.testing.assert_allclose(mixed[ols.index].to_numpy(), ols.to_numpy(), atol=1e-6)

@@ -94,11 +94,14 @@ def fit_ols(table: pd.DataFrame, formula: str, cluster: str = "run") -> tuple[pd
     return tidy_coefficients(result, "ols_cluster"), fit
 
 
+MIXED_OPTIMISERS = ("lbfgs", "powell", "nm")  # fit_mixed tries them in this order
+
+
 def fit_mixed(table: pd.DataFrame, formula: str, group: str = "run") -> tuple[pd.DataFrame, dict]:
     """Linear mixed model with a random intercept per ``group`` (statsmodels ``mixedlm``, REML).
 
     Returns ``(coefficients, fit)`` where ``fit`` holds the random-intercept variance, the residual variance,
-    whether the optimiser converged, and the marginal and conditional R² of Nakagawa & Schielzeth (2013):
+    whether the optimiser converged and which one (``MIXED_OPTIMISERS``, first to converge), and the marginal and conditional R² of Nakagawa & Schielzeth (2013):
     var(fixed-effect predictions) / (that + group variance + residual variance), and the same with the group
     variance added to the numerator.
     """
@@ -108,9 +111,24 @@ def fit_mixed(table: pd.DataFrame, formula: str, group: str = "run") -> tuple[pd
 
     check_design(table, formula)
     data = table.dropna(subset=["score", "accuracy"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # convergence chatter; convergence is reported in ``fit``
-        result = smf.mixedlm(formula, data=data, groups=data[group]).fit(reml=True)
+    model = smf.mixedlm(formula, data=data, groups=data[group])
+    result, optimiser, failures = None, None, []
+    # statsmodels' default L-BFGS inverts X'V⁻¹X on its way and raises "Singular matrix" when the random-intercept
+    # variance runs to its boundary at 0 (the fixed effects explain the runs' means; the book preset did this with 13
+    # methods). Derivative-free Powell and Nelder-Mead reach that boundary; the first optimiser that converges wins,
+    # else the last one that ran.
+    for optimiser in MIXED_OPTIMISERS:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # convergence chatter; convergence is reported in ``fit``
+                result = model.fit(reml=True, method=optimiser)
+        except (np.linalg.LinAlgError, ValueError) as error:
+            failures.append(f"{optimiser}: {error}")
+            continue
+        if result.converged:
+            break
+    if result is None:
+        raise ValueError(f"the mixed model {formula!r} could not be fitted by any optimiser: {'; '.join(failures)}")
     coefficients = tidy_coefficients(result, "mixedlm")
     coefficients = coefficients[coefficients["term"] != "Group Var"].reset_index(drop=True)
     group_variance, residual_variance = float(result.cov_re.iloc[0, 0]), float(result.scale)
@@ -118,7 +136,7 @@ def fit_mixed(table: pd.DataFrame, formula: str, group: str = "run") -> tuple[pd
     fixed_variance = float(np.var(result.model.exog @ result.fe_params.to_numpy(), ddof=1))
     total_variance = fixed_variance + group_variance + residual_variance
     fit = {"group_variance": group_variance, "residual_variance": residual_variance,
-           "converged": bool(result.converged), "n": int(result.nobs), "n_groups": int(data[group].nunique()),
+           "converged": bool(result.converged), "optimiser": optimiser, "n": int(result.nobs), "n_groups": int(data[group].nunique()),
            "formula": formula,
            "marginal_r_squared": fixed_variance / total_variance if total_variance > 0 else np.nan,
            "conditional_r_squared": (fixed_variance + group_variance) / total_variance if total_variance > 0

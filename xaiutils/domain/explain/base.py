@@ -10,6 +10,7 @@ arguments; the model-free control maps subclass :class:`ControlMap` instead.
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,6 +30,9 @@ from xaiutils.domain.explain.runtime import (
     seeded,
 )
 from xaiutils.domain.models import replace_relus
+
+CAPTUM_NOTICES = ("Setting forward, backward hooks and attributes on non-linear",
+                  "Setting backward hooks on ReLU activations")
 
 COST_CLASSES = ("none", "cheap", "moderate", "costly")
 KINDS = ("gradient", "propagation", "cam", "perturbation", "control")  # "control": the model-free control maps
@@ -306,7 +310,11 @@ def attribute(model: nn.Module | None, images, targets, method: str, batch_size:
             raise ValueError(f"targets must lie in 0..{outputs.shape[1] - 1}, got {targets.unique().tolist()}")
         cls.check(work, images[:1].to(device))
         maps = []
-        with seeded(seed, device), full_fp32(device):
+        with seeded(seed, device), full_fp32(device), warnings.catch_warnings():
+            # Captum announces on every call that it sets hooks on the activations; that is what these methods
+            # are, and the notice (with the site-packages path in it) filled the built book's cells.
+            for notice in CAPTUM_NOTICES:
+                warnings.filterwarnings("ignore", message=notice, category=UserWarning)
             runner = cls(options, batch_size, torch.Generator().manual_seed(seed))
             chunk = runner.chunk_size()
             for start in progress_bar(range(0, images.shape[0], chunk), progress, name):

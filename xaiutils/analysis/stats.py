@@ -101,7 +101,8 @@ def fit_mixed(table: pd.DataFrame, formula: str, group: str = "run") -> tuple[pd
     """Linear mixed model with a random intercept per ``group`` (statsmodels ``mixedlm``, REML).
 
     Returns ``(coefficients, fit)`` where ``fit`` holds the random-intercept variance, the residual variance,
-    whether the optimiser converged and which one (``MIXED_OPTIMISERS``, first to converge), and the marginal and conditional R² of Nakagawa & Schielzeth (2013):
+    whether the optimiser converged and which one (``MIXED_OPTIMISERS``, the first to converge), and the marginal
+    and conditional R² of Nakagawa & Schielzeth (2013):
     var(fixed-effect predictions) / (that + group variance + residual variance), and the same with the group
     variance added to the numerator.
     """
@@ -136,7 +137,8 @@ def fit_mixed(table: pd.DataFrame, formula: str, group: str = "run") -> tuple[pd
     fixed_variance = float(np.var(result.model.exog @ result.fe_params.to_numpy(), ddof=1))
     total_variance = fixed_variance + group_variance + residual_variance
     fit = {"group_variance": group_variance, "residual_variance": residual_variance,
-           "converged": bool(result.converged), "optimiser": optimiser, "n": int(result.nobs), "n_groups": int(data[group].nunique()),
+           "converged": bool(result.converged), "optimiser": optimiser, "n": int(result.nobs),
+           "n_groups": int(data[group].nunique()),
            "formula": formula,
            "marginal_r_squared": fixed_variance / total_variance if total_variance > 0 else np.nan,
            "conditional_r_squared": (fixed_variance + group_variance) / total_variance if total_variance > 0

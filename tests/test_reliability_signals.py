@@ -166,13 +166,13 @@ def test_case9_a_method_that_never_returns_is_stopped_at_its_time_limit_naming_i
 
 
 def test_case9_the_limit_holds_in_the_pool_s_workers_and_ends_them(tiny_grid, tmp_path):
-    command = evaluate_command(tiny_grid, tmp_path, hanging_method(tmp_path), "--method-timeout", "2",
+    command = evaluate_command(tiny_grid, tmp_path, hanging_method(tmp_path), "--method-timeout", "1",
                                "-p", "workers", "2")
     process, children = start_until_workers_hang(command, tmp_path)
     wait_or_fail(process, children, 30, "evaluate still waited for the method 30 s after the workers started it")
     err = stderr_of(tmp_path)
     assert process.returncode == 2, err[-2000:]
-    assert "error: method 'hangs' took longer than its limit of 2 s on a batch of" in err, err[-2000:]
+    assert "error: method 'hangs' took longer than its limit of 1 s on a batch of" in err, err[-2000:]
     assert_all_gone(children, within=5)
     assert not (tmp_path / "board").exists()
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from xaiutils.analysis.verdicts import preset_settings
 from xaiutils.foundation.files import write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,6 +210,7 @@ def compare(a: Path, b: Path, labels, preset: str, markdown_path: Path | None, r
         verdicts = verdict_rows(glue)
         record = {
             "measured": datetime.date.today().isoformat(), "commit": commit, "preset": preset,
+            "settings": preset_settings(preset),
             "builds": {labels[0]: ISA_ENVIRONMENTS.get(labels[0], {}), labels[1]: ISA_ENVIRONMENTS.get(labels[1], {})},
             "verdicts": {row.name: {labels[0]: row.a, labels[1]: row.b} for row in verdicts.itertuples()},
         }

@@ -55,9 +55,10 @@ def test_glued_values_are_read_back_from_an_executed_notebook(tmp_path, cross_bu
                                               "n_rows": 147}
 
 
-RECORD = {"preset": "book", "verdicts": {"claim2_k_verdict": {"native": "supported", "avx2": "not supported"},
-                                         "claim1_verdict": {"native": "supported", "avx2": "supported"},
-                                         "n_methods_beating_baselines": {"native": 1, "avx2": 1}}}
+RECORD = {"preset": "book", "settings": verdicts.preset_settings("book"),
+          "verdicts": {"claim2_k_verdict": {"native": "supported", "avx2": "not supported"},
+                       "claim1_verdict": {"native": "supported", "avx2": "supported"},
+                       "n_methods_beating_baselines": {"native": 1, "avx2": 1}}}
 
 
 def test_a_verdict_that_flips_between_builds_is_not_robust():
@@ -90,3 +91,14 @@ def test_the_record_is_read_or_refused_with_a_reason(tmp_path):
     path.write_text(json.dumps({"preset": "book"}))
     with pytest.raises(ValueError, match="no 'verdicts' table"):
         verdicts.read_cross_build_record(path)
+
+
+def test_a_record_of_other_preset_values_vouches_for_nothing():
+    """The record of a build with another method list (or none at all: records before the settings were kept)
+    would otherwise call a verdict that the change of settings moved 'not robust across CPUs'."""
+    assert verdicts.preset_settings("book") == verdicts.preset_settings("book")
+    assert verdicts.preset_settings("book") != verdicts.preset_settings("smoke")
+    for settings in ("0123456789abcdef", None):
+        record = {**RECORD, "settings": settings}
+        text = verdicts.robustness("claim1_verdict", "supported", record, "book")
+        assert text.startswith("robustness across CPUs not measured for this setting (the record is of other preset")

@@ -12,6 +12,7 @@ Every verdict is one of :data:`VERDICTS`; notebook 5 glues them into the text, s
 
 from __future__ import annotations
 
+import hashlib
 import json
 from itertools import combinations
 from pathlib import Path
@@ -161,15 +162,31 @@ def read_cross_build_record(path) -> dict | None:
     return record
 
 
+def preset_settings(preset: str) -> str:
+    """A short sha256 of every parameter of ``preset`` (all steps): a cross-build record vouches for the verdicts
+    of builds with these values only. Another method list or image count gives other verdicts, and comparing
+    them with the record would call a change of settings a change of CPU."""
+    from xaiutils.foundation.config import preset_as_dicts
+
+    text = json.dumps(preset_as_dicts(preset), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+NOT_MEASURED = "robustness across CPUs not measured for this setting"
+
+
 def robustness(name: str, verdict: str, record: dict | None, preset: str) -> str:
     """How a verdict fared across machines, as text for the book.
 
     Robust means: the record holds the verdict ``name`` for the same preset, every build in it found the same
     verdict, and so does this build. A verdict that flips between builds whose only difference is the CPU's
-    instruction set hangs on rounding, and the book says so instead of stating it as a finding.
+    instruction set hangs on rounding, and the book says so instead of stating it as a finding. A record of other
+    preset values (``settings``, :func:`preset_settings`; absent in records written before it) vouches for nothing.
     """
     if record is None or record.get("preset") != preset or name not in record["verdicts"]:
-        return "robustness across CPUs not measured for this setting"
+        return NOT_MEASURED
+    if record.get("settings") != preset_settings(preset):
+        return NOT_MEASURED + " (the record is of other preset values: rebuild it with benchmarks/cross_build.py)"
     found = record["verdicts"][name]
     if len(set(found.values()) | {verdict}) == 1:
         return f"robust across CPUs (the same in the {' and '.join(found)} builds)"

@@ -70,10 +70,14 @@ def test_dense_pretraining_lowers_its_loss_and_leaves_a_transferable_backbone(sl
     torch.manual_seed(0)  # the backbone's weights, then the dense head's, from one seeded stream
     net = models.build_model("mobilenet_v2", n_classes=pretrain.n_outputs(task), width=0.5)
     head = pretrain.DenseHead(net, pretrain.n_outputs(task), 32, residual=task == "restoration")
-    history = pretrain.fit_dense(head, (inputs[:24], targets[:24]), (inputs[24:], targets[24:]), task, epochs=3,
-                                 lr=3e-3, batch_size=8, patience=3, progress=False)
+    # At 3e-3 for 3 epochs the restoration loss of the last epoch was above the first's on forced AVX2 code paths
+    # (2.55 against 2.11; make test-isa): one epoch's mean over 3 batches of 8 is noisy. At 1e-3 the best later
+    # epoch is 19-33 % below the first on native, AVX2 and generic code paths. (Restoration's validation loss rises
+    # at this scale: the fit lowers its training loss, which is all this test claims; see issue 25.)
+    history = pretrain.fit_dense(head, (inputs[:24], targets[:24]), (inputs[24:], targets[24:]), task, epochs=5,
+                                 lr=1e-3, batch_size=8, patience=5, progress=False)
     losses = [epoch["train_loss"] for epoch in history["epochs"]]
-    assert losses[-1] < losses[0]
+    assert min(losses[1:]) < 0.9 * losses[0], losses
     models.save_weights(net, tmp_path / "model.pt")
     transferred = models.prepare_model("mobilenet_v2", "mri", 3, width=0.5, mri_checkpoint=tmp_path / "model.pt")
     state = net.state_dict()

@@ -108,6 +108,10 @@ class LRP(HookedMethod):
 
     Both: activations (ReLU, ReLU6) pass relevance on unchanged, residual sums and average pooling split it in
     proportion to the inputs' contributions, max pooling gives it to the maximum.
+
+    EpsilonPlusFlat does not conserve relevance exactly on MobileNetV2: z⁺ on a linear bottleneck (no ReLU after it)
+    drops what its negative inputs contributed. On the bias-free book backbone the input keeps 83-94 % of the logit
+    (tests/test_propagation.py); ``rule="epsilon"`` with ε → 0 conserves it.
     """
 
     name = "lrp"

@@ -88,8 +88,21 @@ def stderr_of(tmp_path: Path) -> str:
     return (tmp_path / "stderr.txt").read_text()
 
 
+def running(process: psutil.Process) -> bool:
+    """True while ``process`` runs. A zombie has ended: it holds no memory, file or CPU, only its entry in the
+    process table until the init process reaps it (which in some containers takes seconds)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def assert_all_gone(processes: list[psutil.Process], within: float) -> None:
-    _, alive = psutil.wait_procs(processes, timeout=within)
+    deadline = time.monotonic() + within
+    alive = [process for process in processes if running(process)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [process for process in alive if running(process)]
     for survivor in alive:
         survivor.kill()
     assert not alive, f"processes left running: {[p.pid for p in alive]}"

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: book test test-isa lint install clean help browser check-book
+.PHONY: book test test-isa lint install clean help browser check-book anatomy
 
 help:
 	@echo "make book   - install, execute every notebook at the book preset, build the HTML book"
@@ -14,6 +14,7 @@ help:
 	@echo "make test-isa - the test suite again with PyTorch and oneDNN forced to AVX2 and to generic code (ISA=avx2|generic: one)"
 	@echo "make check-book - open the built book in headless Chromium; fail on blank pages, missing figures, broken links"
 	@echo "make browser    - apt-get install chromium and chromium-driver when missing (the browser tests need them)"
+	@echo "make anatomy    - unpack Debian's mricron-data (Colin27, AAL) into .venv (in-domain pre-training needs it)"
 	@echo "make clean  - remove the built book and the run folders"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -24,6 +25,24 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3"
 	$(PY) -m xaiutils setup-weights
 	touch $(STAMP)
+
+# The Colin27 brain and the AAL atlas (in-domain pre-training, xaiutils/domain/mri/anatomies.py): Debian's
+# mricron-data package, downloaded with apt-get and unpacked into the virtual environment (no root needed).
+ANATOMY := $(VENV)/share/mricron/templates/ch2.nii.gz
+
+$(ANATOMY): | $(STAMP)
+	@command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null || { echo "anatomy: needs apt-get and" \
+		"dpkg-deb (Debian); or put ch2.nii.gz, ch2bet.nii.gz and aal.nii.gz of mricron-data in a folder and set" \
+		"XAI_MRICRON_DIR" >&2; exit 1; }
+	rm -rf $(VENV)/.mricron-download && mkdir -p $(VENV)/.mricron-download $(VENV)/share/mricron
+	cd $(VENV)/.mricron-download && apt-get download mricron-data >/dev/null
+	dpkg-deb -x $(VENV)/.mricron-download/mricron-data_*.deb $(VENV)/.mricron-download/root
+	rm -rf $(VENV)/share/mricron/templates
+	mv $(VENV)/.mricron-download/root/usr/share/mricron/templates $(VENV)/share/mricron/templates
+	rm -rf $(VENV)/.mricron-download
+	@echo "anatomy: Colin27 and AAL in $(VENV)/share/mricron/templates"
+
+anatomy: $(ANATOMY)
 
 install: $(STAMP)
 
@@ -38,7 +57,7 @@ lint: $(STAMP) $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
 
-test: $(STAMP) $(TEST_STAMP) lint browser
+test: $(STAMP) $(TEST_STAMP) lint browser $(ANATOMY)
 	$(PY) -m pytest
 
 # Floating-point results differ between CPUs (AVX-512, AVX2, generic code paths round differently), so no test may
@@ -50,7 +69,7 @@ ISA_ENV_avx2 := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 NPY_DISABLE_CPU
 ISA_ENV_generic := ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 \
 	NPY_DISABLE_CPU_FEATURES=X86_V3,X86_V4,AVX512_ICL,AVX512_SPR
 
-test-isa: $(STAMP) $(TEST_STAMP) browser
+test-isa: $(STAMP) $(TEST_STAMP) browser $(ANATOMY)
 	@for isa in $(ISA); do \
 		case $$isa in avx2) env="$(ISA_ENV_avx2)";; generic) env="$(ISA_ENV_generic)";; \
 			*) echo "test-isa: unknown ISA '$$isa'; valid: avx2 generic" >&2; exit 2;; esac; \
@@ -62,7 +81,7 @@ test-isa: $(STAMP) $(TEST_STAMP) browser
 # -W: a warning fails the build (with --keep-going, after listing them all). A glue reference whose value is
 # missing or cannot be formatted is only a warning otherwise, and the prose would silently lose its number.
 # build-book holds _build/.html.lock while jupyter-book runs: a second `make book` in this checkout is refused at once.
-book: $(STAMP)
+book: $(STAMP) $(ANATOMY)
 	$(PY) -m xaiutils build-book -- $(VENV)/bin/jupyter-book build . --builder html --all -W --keep-going
 	@echo "Book built: $(CURDIR)/_build/html/index.html"
 

@@ -63,13 +63,16 @@ from xaiutils.foundation.config import check_override, resolve
 preset = "book"
 # True: run the preset's whole grid (source × k × seed) and compare; False: train the one model below.
 grid = True
-# Pre-training source of this run: "imagenet", "mri" or "none" (grid = False only).
+# Pre-training source of this run: "imagenet", "mri", "none", or "random" (frozen random blocks, the control)
+# (grid = False only).
 source = "imagenet"
 # Number of leading blocks that carry pre-trained weights and are frozen (0..5) (grid = False only).
 n_pretrained_blocks = 3
 # Seed for initialisation, data order and dropout (grid = False only).
 seed = 0
-# Backbone, width multiplier, mode ("transfer" or "finetune") and optimisation (None: preset value).
+# Backbone, width multiplier, mode ("transfer": the first k blocks pre-trained and frozen; "finetune": every block
+# pre-trained, the first k frozen; "transfer_finetune": the first k pre-trained and trained too, at lr times
+# transferred_lr_factor) and optimisation (None: preset value).
 backbone = None
 width = None
 mode = None
@@ -83,6 +86,7 @@ weight_decay = None
 augment = None
 # Learning-rate schedule: "constant" or "onecycle" (warm-up, then cosine annealing) (None: preset value).
 lr_schedule = None
+transferred_lr_factor = None
 # Grid cells trained at once, each with cpu_count / workers threads (grid = True only) (None: preset value).
 workers = None
 # Inputs: the dataset of notebook 1 and the checkpoint of notebook 2 (None: the preset's run folders).
@@ -94,7 +98,7 @@ out_dir = None
 # %%
 overrides = {"backbone": backbone, "width": width, "mode": mode, "epochs": epochs, "lr": lr,
              "batch_size": batch_size, "patience": patience, "dropout": dropout, "weight_decay": weight_decay,
-             "augment": augment, "lr_schedule": lr_schedule}
+             "augment": augment, "lr_schedule": lr_schedule, "transferred_lr_factor": transferred_lr_factor}
 config = resolve("finetune", preset, **overrides)
 data_dir = Path(data_dir) if data_dir is not None else default_out_dir(preset, "01_data") / "dataset"
 mri_checkpoint = (Path(mri_checkpoint) if mri_checkpoint is not None
@@ -121,7 +125,7 @@ if not grid:
         (bench.images[split["val"]], bench.labels[split["val"]]),
         epochs=config["epochs"], lr=config["lr"], batch_size=config["batch_size"], patience=config["patience"],
         weight_decay=config["weight_decay"], seed=seed, augment=config["augment"],
-        lr_schedule=config["lr_schedule"],
+        lr_schedule=config["lr_schedule"], transferred_lr_factor=config["transferred_lr_factor"],
     )
     # the run folder (predictions.csv, model.pt, model.json) that the grid and notebook 4 read: RunRecord
     run_config = RunRecord.run_config(config, source, n_pretrained_blocks, seed, preset, bench.card["content_hash"])
@@ -174,15 +178,17 @@ if grid:
     glue("n_near_chance", int((accuracy["test_accuracy"] <= 0.55).sum()))
     glue("backbone_name", accuracy["model"].iloc[0])
     glue("n_seeds", accuracy["seed"].nunique())
-    # the target of the default book: every "none" and every k <= 3 run learns the task (test accuracy >= 0.85)
-    learnable = accuracy[(accuracy["source"] == "none") | (accuracy["n_pretrained_blocks"] <= 3)]
+    # the target of the default book: every "none" and every pre-trained k <= 3 run learns the task (test accuracy
+    # >= 0.85); the frozen random blocks of the control are not expected to
+    learnable = accuracy[(accuracy["source"] == "none") | ((accuracy["n_pretrained_blocks"] <= 3)
+                                                           & accuracy["source"].isin(["imagenet", "mri"]))]
     glue("min_accuracy_k_le_3", learnable["test_accuracy"].min())
     glue("n_below_target", int((learnable["test_accuracy"] < 0.85).sum()))
     glue("n_learnable", len(learnable))
 
 # %%
 if grid:
-    colours = {"imagenet": "tab:blue", "mri": "tab:orange", "none": "tab:grey"}
+    colours = {"imagenet": "tab:blue", "mri": "tab:orange", "none": "tab:grey", "random": "tab:green"}
     fig, ax = plt.subplots(figsize=(7, 4))
     for run_name in accuracy["run"]:
         record = RunRecord.read(out_dir / "grid" / run_name, predictions=False)
@@ -199,7 +205,7 @@ if grid:
 # %%
 if grid:
     fig, ax = plt.subplots(figsize=(7, 4))
-    offsets = {"imagenet": -0.08, "mri": 0.08, "none": 0.0}
+    offsets = {"imagenet": -0.12, "mri": 0.0, "none": 0.0, "random": 0.12}
     for name, group in accuracy.groupby("source"):
         ax.scatter(group["n_pretrained_blocks"] + offsets[name], group["test_accuracy"], color=colours[name],
                    label=f"{name} (each point a seed)", zorder=3)
@@ -213,6 +219,74 @@ if grid:
     fig.savefig(out_dir / "accuracy_by_source_and_k.png", dpi=120)
 
 # %% [markdown]
+# ## Another protocol: transferred blocks fine-tuned too (AnB+)
+#
+# The grid freezes the transferred blocks. The other common protocol {cite}`yosinski2014transferable` transfers
+# the same blocks and trains them too, at a lower learning rate (`transferred_lr_factor` times the rest's). The
+# cells listed in the preset's `anb_plus_cells` are trained again in that mode, with every other setting and the
+# seed unchanged, and compared with their grid cell. They are not explained in notebook 4.
+
+# %%
+grid_spec = resolve("grid", preset)
+if grid and grid_spec["anb_plus_cells"]:
+    bench = load_benchmark(data_dir)
+    split = {name: bench.indices(name) for name in ("train", "val", "test")}
+    protocol_rows = []
+    for cell in grid_spec["anb_plus_cells"]:
+        cell_source, cell_k, cell_seed = cell.rsplit("-", 2)
+        cell_k, cell_seed = int(cell_k[1:]), int(cell_seed[1:])
+        anb_model = models.prepare_model(
+            config["backbone"], cell_source, cell_k, mode="transfer_finetune", width=config["width"],
+            dropout=config["dropout"], seed=cell_seed,
+            mri_checkpoint=mri_checkpoint if cell_source == "mri" else None)
+        anb_history = train.fit(
+            anb_model, (bench.images[split["train"]], bench.labels[split["train"]]),
+            (bench.images[split["val"]], bench.labels[split["val"]]), epochs=config["epochs"], lr=config["lr"],
+            batch_size=config["batch_size"], patience=config["patience"], weight_decay=config["weight_decay"],
+            seed=cell_seed, augment=config["augment"], lr_schedule=config["lr_schedule"],
+            transferred_lr_factor=config["transferred_lr_factor"], progress=False)
+        anb_accuracy = train.classification_metrics(
+            bench.labels[split["test"]], train.predict_proba(anb_model, bench.images[split["test"]]))["accuracy"]
+        frozen_accuracy = float(accuracy.set_index("run").loc[cell, "test_accuracy"])
+        protocol_rows.append({"cell": cell, f"{config['mode']} (grid)": frozen_accuracy,
+                              "transfer_finetune (AnB+)": anb_accuracy,
+                              "difference": anb_accuracy - frozen_accuracy,
+                              "seconds": anb_history["seconds"]})
+    protocols = pd.DataFrame(protocol_rows).set_index("cell")
+    protocols.to_csv(out_dir / "protocol_comparison.csv")
+    display(protocols.round(3))
+    glue("anb_plus_summary", "; ".join(f"{cell}: {row['transfer_finetune (AnB+)']:.2f} against "
+                                       f"{row[config['mode'] + ' (grid)']:.2f}" for cell, row in protocols.iterrows()))
+elif grid:
+    print("The preset lists no anb_plus_cells: no comparison of protocols.")
+
+# %% [markdown]
+# ## The sources against frozen random blocks
+#
+# Frozen *random* blocks are the floor of the source axis {cite}`yosinski2014transferable,raghu2019transfusion`:
+# a pre-trained source helps only where its blocks beat random ones frozen at the same k. Mean test accuracy over
+# the seeds per source and k, and each pre-trained source's difference from `random` at that k.
+
+# %%
+if grid and "random" in set(accuracy["source"]):
+    by_k = accuracy.pivot_table(index="n_pretrained_blocks", columns="source", values="test_accuracy", aggfunc="mean")
+    pretrained = [name for name in ("imagenet", "mri") if name in by_k.columns]
+    for name in pretrained:
+        by_k[f"{name} − random"] = by_k[name] - by_k["random"]
+    by_k = by_k.drop(index=[k for k in by_k.index if k == 0], errors="ignore")
+    by_k.to_csv(out_dir / "sources_against_random.csv")
+    display(by_k.round(3))
+    low_k = by_k[by_k.index <= 3]
+    for name in pretrained:
+        glue(f"{name}_minus_random_k_le_3", ", ".join(f"k = {k}: {value:+.3f}"
+                                                       for k, value in low_k[f"{name} − random"].items()))
+        glue(f"{name}_beats_random_k_le_3", "yes" if (low_k[f"{name} − random"] > 0).all() else "no")
+        mean_low = accuracy[(accuracy["source"] == name) & (accuracy["n_pretrained_blocks"] <= 3)]["test_accuracy"]
+        glue(f"{name}_mean_accuracy_k_le_3", float(mean_low.mean()))
+elif grid:
+    print("This grid has no `random` source: nothing to compare with.")
+
+# %% [markdown]
 # ## Summary
 #
 # - With `grid = True` this notebook ran (or reused) every cell of the preset's grid and collected
@@ -223,6 +297,12 @@ if grid:
 #   Of the {glue:text}`n_learnable` runs with `none` or k ≤ 3, {glue:text}`n_below_target` stayed below a test
 #   accuracy of 0.85 (the lowest: {glue:text}`min_accuracy_k_le_3:.2f`); runs at the largest k keep almost every
 #   block frozen and may honestly fail.
+# - Against frozen random blocks (the `random` control) at k ≤ 3: `mri` − `random`
+#   {glue:text}`mri_minus_random_k_le_3` (above at every k: {glue:text}`mri_beats_random_k_le_3`; mean `mri`
+#   accuracy at k ≤ 3: {glue:text}`mri_mean_accuracy_k_le_3:.2f`); `imagenet` − `random`
+#   {glue:text}`imagenet_minus_random_k_le_3`.
+# - The other protocol (AnB+: transferred blocks fine-tuned at a lower rate), test accuracy against the grid's
+#   frozen cell: {glue:text}`anb_plus_summary`.
 # - At the `book` preset the backbone is MobileNetV2 (the ImageNet weights available offline) on 64² slices with
 #   three seeds per cell; the `study` preset runs VGG-16 at the study's image size, as the reference study did.
 # - Choices that are ours: the block cut of each backbone, freezing the transferred blocks, Adam with a

@@ -35,7 +35,8 @@ def test_presets_cannot_be_changed_through_what_they_hand_out():
 def test_derived_presets_keep_smoke_values_they_do_not_restate():
     # book and study are smoke with named changes: a value they do not change is smoke's
     assert config.BOOK.data.placement == config.SMOKE.data.placement == "brain"
-    assert config.STUDY.finetune.mode == config.SMOKE.finetune.mode == "transfer"
+    assert config.BOOK.finetune.mode == config.SMOKE.finetune.mode == "transfer"
+    assert config.STUDY.finetune.mode == "transfer_finetune"  # restated: the study runs the AnB+ protocol
     assert config.BOOK.data.n_subjects == 160 and config.SMOKE.data.n_subjects == 48
     assert config.STUDY.data.image_size == 224 and config.STUDY.finetune.backbone == "vgg16"
 

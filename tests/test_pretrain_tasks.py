@@ -52,19 +52,18 @@ def test_level_band_data_are_unchanged_by_the_new_tasks():
     assert np.array_equal(images, slices["images"]) and np.array_equal(labels, slices["bands"])
 
 
-def test_residual_dense_head_with_zero_projections_returns_its_input():
+def test_a_restoration_network_starts_as_the_identity():
+    """The residual head's projections start at zero: before training, the network returns the corrupted input,
+    the trivial baseline it must beat, exactly."""
     net = models.build_model("mobilenet_v2", n_classes=1, width=0.5, seed=0)
     head = pretrain.DenseHead(net, 1, 32, residual=True).eval()
-    for projection in head.projections:
-        torch.nn.init.zeros_(projection.weight)
-        torch.nn.init.zeros_(projection.bias)
     x = torch.rand(2, 1, 32, 32)
     assert torch.equal(head(x), x)
     with pytest.raises(ValueError, match="out_channels must be 1"):
         pretrain.DenseHead(net, 4, 32, residual=True)
 
 
-@pytest.mark.parametrize("task", ["tissue_segmentation", "restoration"])
+@pytest.mark.parametrize("task", ["tissue_segmentation"])
 def test_dense_pretraining_lowers_its_loss_and_leaves_a_transferable_backbone(slices, task, tmp_path):
     inputs, targets = pretrain.task_arrays(task, slices, seed=5)
     torch.manual_seed(0)  # the backbone's weights, then the dense head's, from one seeded stream
@@ -72,8 +71,8 @@ def test_dense_pretraining_lowers_its_loss_and_leaves_a_transferable_backbone(sl
     head = pretrain.DenseHead(net, pretrain.n_outputs(task), 32, residual=task == "restoration")
     # At 3e-3 for 3 epochs the restoration loss of the last epoch was above the first's on forced AVX2 code paths
     # (2.55 against 2.11; make test-isa): one epoch's mean over 3 batches of 8 is noisy. At 1e-3 the best later
-    # epoch is 19-33 % below the first on native, AVX2 and generic code paths. (Restoration's validation loss rises
-    # at this scale: the fit lowers its training loss, which is all this test claims; see issue 25.)
+    # epoch is 19-33 % below the first on native, AVX2 and generic code paths. (Restoration starts as the identity,
+    # see above; whether it beats it is tested at the smoke scale of the recipe, tests/test_mri_arm.py.)
     history = pretrain.fit_dense(head, (inputs[:24], targets[:24]), (inputs[24:], targets[24:]), task, epochs=5,
                                  lr=1e-3, batch_size=8, patience=5, progress=False)
     losses = [epoch["train_loss"] for epoch in history["epochs"]]

@@ -114,7 +114,7 @@ def test_case17_a_grid_source_that_would_leave_the_grid_folder_is_refused_before
     for bad in ("../../trav", "a/b", "..", ".hidden", ""):
         spec = {"sources": [bad], "n_pretrained_blocks": [0], "seeds": [0]}
         with pytest.raises(ValueError, match=r"grid source .* cannot be used as a file or folder name; valid "
-                                             r"choices: imagenet, mri, none; .*no '\.\.'"):
+                                             r"choices: imagenet, mri, none, random; .*no '\.\.'"):
             run_grid(out_dir=out, spec=spec, progress=False, check_inputs=False)
     assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*")) == []
     assert len(grid_cells({"sources": ["imagenet", "my-source_2"], "n_pretrained_blocks": [0], "seeds": [0]})) == 2

@@ -7,6 +7,7 @@ with a leaderboard), ``setup-weights`` and ``check-book [HTML_DIR] [--screenshot
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -52,6 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
                            "cluster spec YAML (e.g. examples/slurm.yaml); --workers is then ignored")
 
     commands.add_parser("setup-weights", help="place torchvision's MobileNetV2 ImageNet file in the torch hub cache")
+
+    arm = commands.add_parser(
+        "pretrain-mri", help="train the in-domain (mri) arm from the preset's recipe (notebook 2's tasks on "
+                             "lesion-free slices of several anatomies), choose a task by the stated rule and write "
+                             "blocks.pt and card.json; --ship copies them into the package, where the book reads them")
+    arm.add_argument("--preset", default="book", choices=preset_names())
+    arm.add_argument("--out", default=None, help="output folder (default: runs/<preset>/pretrain-mri)")
+    arm.add_argument("--data-dir", default=None,
+                     help="the lesion dataset scoring the transfer runs (default: runs/<preset>/01_data/dataset)")
+    arm.add_argument("--workers", type=int, default=None, help="tasks trained at once (default: the preset's)")
+    arm.add_argument("--ship", action="store_true", help="copy blocks.pt and card.json into xaiutils/shipped/")
+    arm.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     help="a pretrain setting of the preset, e.g. -p n_subjects 32 -p epochs 2")
 
     scoring = commands.add_parser(
         "evaluate", help="score your own explanation method(s) on the trained grid, beside the registry's methods and "
@@ -231,6 +245,25 @@ def main(argv: list[str] | None = None) -> int:
             return 0
 
         return _run_guarded(score)
+    if args.command == "pretrain-mri":
+        def arm() -> int:
+            from xaiutils.analysis import mri_arm
+            from xaiutils.execution.paths import default_out_dir
+
+            out = Path(args.out) if args.out else default_out_dir(args.preset, "pretrain-mri")
+            data_dir = Path(args.data_dir) if args.data_dir else default_out_dir(args.preset, "01_data") / "dataset"
+            if not data_dir.exists():
+                raise FileNotFoundError(f"{data_dir} does not exist; it is made by notebook 1 (python -m xaiutils run "
+                                        f"01_data --preset {args.preset}), or give --data-dir")
+            card = mri_arm.pretrain_mri(args.preset, out, data_dir, workers=args.workers,
+                                        **_parameters(args.parameter))
+            print(json.dumps(card["selection"]["table"], indent=1))
+            print(f"chosen: {card['selection']['chosen_task']}; card: {out / mri_arm.CARD_FILE}")
+            if args.ship:
+                print(f"shipped: {mri_arm.ship(out)}")
+            return 0
+
+        return _run_guarded(arm)
     if args.command == "setup-weights":
         from xaiutils.domain.weights import place_mobilenet_v2
 

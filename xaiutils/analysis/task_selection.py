@@ -37,22 +37,35 @@ def train_task(name: str, inputs: np.ndarray, targets: np.ndarray, train_rows, v
                 "patience": config["patience"], "seed": config["seed"], "lr_schedule": config["lr_schedule"],
                 "progress": progress}
     train_data, val_data = (inputs[train_rows], targets[train_rows]), (inputs[val_rows], targets[val_rows])
+    baseline = pretrain.task_baseline(name, *val_data)
     if pretrain.TASK_KINDS[name] == "classification":
         history = train.fit(net, train_data, val_data, augment="flips", **fit_args)
-        train.recalibrate_batchnorm(net, train_data[0], config["batch_size"])
-        accuracy = train.classification_metrics(val_data[1], train.predict_proba(net, val_data[0]))["accuracy"]
+
+        def score(model):
+            probabilities = train.predict_proba(model, val_data[0])
+            chosen = probabilities[np.arange(len(val_data[1])), val_data[1]]
+            accuracy = train.classification_metrics(val_data[1], probabilities)["accuracy"]
+            return float(-np.log(np.clip(chosen, 1e-12, 1.0)).mean()), accuracy
+
+        calibration = train.recalibrate_if_better(net, train_data[0], score, config["batch_size"])
+        accuracy = calibration[calibration["kept"]][1]
+        history["recalibrated"] = {"val_loss": calibration[calibration["kept"]][0], "val_metric": accuracy,
+                                   "statistics": calibration["kept"], "running": calibration["running"],
+                                   "exact": calibration["recalibrated"]}
         metric = {"metric": "validation accuracy", "value": accuracy, "chance": 1 / config["n_bands"]}
     else:
         dense = pretrain.DenseHead(net, pretrain.n_outputs(name), config["image_size"],
                                    residual=name == "restoration")
         history = pretrain.fit_dense(dense, train_data, val_data, name, **fit_args)
         best = history["recalibrated"]["val_metric"]
-        if name == "tissue_segmentation":
+        if pretrain.TASK_KINDS[name] == "segmentation":
             metric = {"metric": "validation pixel accuracy in the brain", "value": best, "chance": None}
         else:
-            corrupted_error = float(np.abs(val_data[0] - val_data[1]).mean())
-            metric = {"metric": f"validation mean absolute error (corrupted input: {corrupted_error:.3f})",
+            metric = {"metric": f"validation mean absolute error (corrupted input: {baseline['value']:.3f})",
                       "value": best, "chance": None}
+    metric["baseline"] = baseline
+    metric["beats_baseline"] = pretrain.beats_baseline(metric["value"], baseline, config.get("baseline_margin", 0.0))
+    history["image_steps"] = len(history["epochs"]) * len(train_data[0])
     model_config = {**config, "task": name, "model": models.model_name(config["backbone"], config["width"]),
                     "n_classes": pretrain.n_outputs(name, config["n_bands"]), "preset": preset}
     RunRecord(model_config, history, {"val": metric}).write(task_dir, net)
@@ -75,6 +88,7 @@ def transfer_accuracy(checkpoint, data_dir, finetune_config: dict, n_pretrained_
         lr=finetune_config["lr"], batch_size=finetune_config["batch_size"], patience=finetune_config["patience"],
         weight_decay=finetune_config["weight_decay"], seed=seed, augment=finetune_config["augment"],
         lr_schedule=finetune_config["lr_schedule"], progress=False,
+        transferred_lr_factor=finetune_config.get("transferred_lr_factor", 1.0),
     )
     val_accuracy = train.classification_metrics(
         bench.labels[split["val"]], train.predict_proba(model, bench.images[split["val"]]))["accuracy"]

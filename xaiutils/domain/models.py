@@ -20,11 +20,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from xaiutils.foundation.config import SOURCES
 from xaiutils.foundation.files import write_atomic_with
 
 BACKBONES = ("vgg16", "resnet18", "mobilenet_v2")
-SOURCES = ("imagenet", "mri", "none")
-MODES = ("transfer", "finetune")
+# SOURCES (xaiutils.foundation.config): "random" is the control of the source axis (Yosinski et al. 2014): the first
+# k blocks keep their seeded random initialisation and are frozen, at every k where the other sources transfer k
+# blocks; "none" is run at k = 0 only.
+PRETRAINED_SOURCES = ("imagenet", "mri")
+# transfer: blocks < k pre-trained and frozen, the rest re-initialised; finetune: every block pre-trained, the first
+# k frozen; transfer_finetune (Yosinski et al.'s AnB+): blocks < k pre-trained and trained too, at a lower learning
+# rate (train.fit's transferred_lr_factor), the rest re-initialised.
+MODES = ("transfer", "finetune", "transfer_finetune")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Torchvision's ImageNet checkpoints (file names carry the first SHA-256 digits torchvision checks).
@@ -78,6 +85,7 @@ class LesionNet(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         self.frozen_blocks = 0
+        self.transferred_blocks = 0  # leading blocks trained at a lower learning rate (mode transfer_finetune)
 
     @property
     def n_blocks(self) -> int:
@@ -355,8 +363,11 @@ def prepare_model(backbone: str, source: str, n_pretrained_blocks: int, mode: st
     """The model to fine-tune for one grid cell (source × k × seed).
 
     ``transfer``: blocks < k carry the pre-trained weights and are frozen; later blocks and the head keep their
-    seeded random initialisation. ``finetune``: every block starts pre-trained (and head layers whose shapes
-    match), the first k are frozen. ``source="none"``: random initialisation; k > 0 then freezes random blocks.
+    seeded random initialisation. ``transfer_finetune``: the same blocks, trained too, at the lower learning rate
+    that :func:`~xaiutils.domain.train.fit` gives the ``transferred_blocks`` of the model. ``finetune``: every
+    block starts pre-trained (and head layers whose shapes match), the first k are frozen. ``source="none"`` or
+    ``"random"``: random initialisation (the seeded one of ``seed``), the first k blocks frozen; ``random`` is the
+    grid's control at every k of the other sources.
     """
     check_choice("source", source, SOURCES)
     check_choice("mode", mode, MODES)
@@ -364,14 +375,14 @@ def prepare_model(backbone: str, source: str, n_pretrained_blocks: int, mode: st
     if not 0 <= n_pretrained_blocks <= model.n_blocks:
         raise ValueError(f"n_pretrained_blocks must lie in 0..{model.n_blocks} for {backbone}, "
                          f"got {n_pretrained_blocks}")
-    if source != "none":
+    if source in PRETRAINED_SOURCES:
         if source == "imagenet":
             state = imagenet_state(backbone, width, allow_download=allow_download)
         else:
             if mri_checkpoint is None:
                 raise ValueError("source 'mri' needs mri_checkpoint: the weights file written by notebook 2")
             state = load_weights(mri_checkpoint)
-        loaded = n_pretrained_blocks if mode == "transfer" else model.n_blocks
+        loaded = model.n_blocks if mode == "finetune" else n_pretrained_blocks
         for index in range(loaded):
             load_state_checked(model.blocks[index], block_state(state, index), f"{source} weights for block {index}")
         if mode == "finetune":
@@ -380,12 +391,20 @@ def prepare_model(backbone: str, source: str, n_pretrained_blocks: int, mode: st
                         if key.startswith("head.") and key[5:] in head and head[key[5:]].shape == value.shape}
             head.update(matching)
             model.head.load_state_dict(head)
+    if mode == "transfer_finetune":
+        model.transferred_blocks = n_pretrained_blocks  # trained at the lower rate (train.fit)
+        return model.freeze(0)
     return model.freeze(n_pretrained_blocks)
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike) -> Path:
     """Save the state dict alone (loadable with ``weights_only=True``), through a temporary name."""
-    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    return save_state(model.state_dict(), path)
+
+
+def save_state(state: dict, path: str | os.PathLike) -> Path:
+    """Save a state dict (tensors only, loadable with ``weights_only=True``), through a temporary name."""
+    state = {key: value.detach().cpu() for key, value in state.items()}
     return write_atomic_with(path, lambda partial: torch.save(state, partial))
 
 

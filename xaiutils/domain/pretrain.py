@@ -23,6 +23,7 @@ import time
 import numpy as np
 import pandas as pd
 import torch
+from scipy import ndimage
 from torch import nn
 from tqdm import tqdm
 
@@ -34,8 +35,9 @@ from xaiutils.domain.mri.slices import Variability, sample_slices
 from xaiutils.domain.synth.generate import assign_splits
 from xaiutils.domain.synth.parameters import check_image_size
 
-PRETRAIN_TASKS = ("level_band", "tissue_segmentation", "restoration")
-TASK_KINDS = {"level_band": "classification", "tissue_segmentation": "segmentation", "restoration": "restoration"}
+PRETRAIN_TASKS = ("level_band", "tissue_segmentation", "synth_segmentation", "restoration")
+TASK_KINDS = {"level_band": "classification", "tissue_segmentation": "segmentation",
+              "synth_segmentation": "segmentation", "restoration": "restoration"}
 TISSUE_CLASSES = ("background", "csf", "grey_matter", "white_matter")
 
 
@@ -51,7 +53,8 @@ def level_bands(band: np.ndarray, n_bands: int) -> np.ndarray:
 def n_outputs(task: str, n_bands: int = 4) -> int:
     """Output channels of the pre-training network: classes (level band, tissues) or 1 (restored intensity)."""
     check_choice("pre-training task", task, PRETRAIN_TASKS)
-    return {"level_band": n_bands, "tissue_segmentation": len(TISSUE_CLASSES), "restoration": 1}[task]
+    return {"level_band": n_bands, "tissue_segmentation": len(TISSUE_CLASSES),
+            "synth_segmentation": len(TISSUE_CLASSES), "restoration": 1}[task]
 
 
 @functools.lru_cache(maxsize=2)
@@ -148,6 +151,107 @@ def pretrain_slices(n_subjects: int, slices_per_subject: int, image_size: int, n
     return result
 
 
+def synthesise(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A domain-randomised image of a generation-label map, in the style of SynthSeg (Billot et al. 2023): every
+    label gets a random mean intensity in [0, 1] and a random texture, then a random blur (partial volume), a smooth
+    multiplicative bias field and noise. Intensity alone says nothing about the tissue, so a network that segments
+    these images must use shape, position and boundaries. Returns float32 in [0, 1]."""
+    labels = np.asarray(labels)
+    count = int(labels.max()) + 1
+    means, spreads = rng.uniform(0.0, 1.0, count), rng.uniform(0.0, 0.08, count)
+    image = means[labels] + spreads[labels] * rng.standard_normal(labels.shape)
+    image = ndimage.gaussian_filter(image, rng.uniform(0.3, 1.2))
+    size = labels.shape[0]
+    coarse = rng.normal(0.0, 0.25, (4, 4))
+    image = image * np.exp(ndimage.zoom(coarse, size / 4, order=3, grid_mode=True, mode="nearest")[:size, :size])
+    image = image + rng.normal(0.0, rng.uniform(0.0, 0.05), labels.shape)
+    low, high = np.percentile(image, (0.5, 99.5))
+    return np.clip((image - low) / max(high - low, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def pretrain_corpus(anatomies, n_subjects: int, slices_per_subject: int, image_size: int, n_bands: int = 4,
+                    min_brain_fraction: float = 0.6, seed: int = 1000, split_fractions=(0.9, 0.1, 0.0),
+                    variability: Variability | None = None, progress: bool = True) -> dict:
+    """Lesion-free slices of ``n_subjects`` pseudo-subjects of *each* anatomy in ``anatomies``
+    (:mod:`xaiutils.domain.mri.anatomies`), from which every task's data are derived.
+
+    As :func:`pretrain_slices` (levels spread evenly over each anatomy's own ``n_bands`` bands; pseudo-subjects
+    by deformation, intensity curve, bias field and noise; splits by subject), plus, for every slice, its tissue
+    map (``tissues``: indices into :data:`TISSUE_CLASSES`) and generation labels (``labels``), both sampled by
+    nearest neighbour at the pseudo-subject's deformed positions. ``metadata`` has a column ``anatomy``.
+    """
+    from xaiutils.domain.mri.anatomies import check_anatomy, load_anatomy
+
+    anatomies = [check_anatomy(name) for name in anatomies]
+    if not anatomies:
+        raise ValueError("anatomies is empty; give at least one of mni152, colin27")
+    if slices_per_subject % n_bands:
+        raise ValueError(f"slices_per_subject ({slices_per_subject}) must be a multiple of n_bands ({n_bands}) "
+                         "so that every band is equally represented")
+    check_image_size(image_size)
+    variability = variability or Variability()
+    per_band = slices_per_subject // n_bands
+    images, brains, tissues, labels, rows = [], [], [], [], []
+    for anatomy_seq, name in zip(np.random.SeedSequence(int(seed)).spawn(len(anatomies)), anatomies, strict=True):
+        volumes = load_anatomy(name)
+        anatomy = prepare_anatomy(volumes["t1"], volumes["brain"], volumes["affine"], int(image_size),
+                                  float(min_brain_fraction))
+        depth = anatomy.t1.shape[2]
+        crops = [volumes[key][:, :, anatomy.z_offset:anatomy.z_offset + depth] for key in ("tissues", "labels")]
+        band_of_level = level_bands(anatomy.band, n_bands)
+        split_seq, subject_seq = anatomy_seq.spawn(2)
+        splits = assign_splits(n_subjects, split_fractions, np.random.default_rng(split_seq))
+        for index, subject_seed in enumerate(tqdm(subject_seq.spawn(n_subjects), desc=f"{name} subjects",
+                                                  disable=not progress)):
+            rng = np.random.default_rng(subject_seed)
+            levels = np.sort(np.concatenate([
+                rng.choice(anatomy.band[band_of_level == band], per_band, replace=False) for band in range(n_bands)]))
+            slice_images, slice_brains, slice_labels = sample_slices(anatomy, levels, int(image_size), rng,
+                                                                     variability, label_volumes=crops)
+            images.extend(slice_images)
+            brains.extend(slice_brains)
+            tissues.extend(np.where(slice_brains, slice_labels[0], 0))
+            labels.extend(np.where(slice_brains, slice_labels[1], 0))
+            for level in levels:
+                rows.append({"anatomy": name, "subject": f"{name}-{index:04d}", "level": int(level),
+                             "z_mm": float(level_to_mm(level, anatomy.affine)),
+                             "band": int(band_of_level[np.searchsorted(anatomy.band, level)]),
+                             "split": str(splits[index])})
+    metadata = pd.DataFrame(rows)
+    return {"images": np.stack(images).astype(np.float32), "brains": np.stack(brains),
+            "bands": metadata["band"].to_numpy(np.int64), "tissues": np.stack(tissues).astype(np.int64),
+            "labels": np.stack(labels).astype(np.int16), "metadata": metadata}
+
+
+def task_baseline(task: str, inputs: np.ndarray, targets: np.ndarray, brains: np.ndarray | None = None) -> dict:
+    """The trivial answer a pre-training task must beat, on held-out data: the most frequent class (level band:
+    accuracy; segmentation: pixel accuracy inside the brain, ``brains`` or ``targets > 0``), or returning the
+    corrupted input unchanged (restoration: mean absolute error). ``higher_is_better`` says which way is better."""
+    check_choice("pre-training task", task, PRETRAIN_TASKS)
+    targets = np.asarray(targets)
+    if TASK_KINDS[task] == "classification":
+        counts = np.bincount(targets.ravel())
+        return {"metric": "accuracy", "baseline": "most frequent band", "value": float(counts.max() / counts.sum()),
+                "higher_is_better": True}
+    if TASK_KINDS[task] == "segmentation":
+        inside = targets[brains if brains is not None else targets > 0]
+        counts = np.bincount(inside.ravel())
+        return {"metric": "pixel accuracy in the brain", "baseline": "most frequent tissue",
+                "value": float(counts.max() / counts.sum()), "higher_is_better": True}
+    return {"metric": "mean absolute error", "baseline": "the corrupted input unchanged",
+            "value": float(np.abs(np.asarray(inputs) - targets).mean()), "higher_is_better": False}
+
+
+def beats_baseline(value: float, baseline: dict, margin: float) -> bool:
+    """Whether a task's metric ``value`` beats its ``baseline`` (:func:`task_baseline`) by ``margin``: an accuracy
+    at least ``margin`` above it, or an error at most ``1 − margin`` times it."""
+    if not 0.0 <= margin < 1.0:
+        raise ValueError(f"margin must lie in [0, 1), got {margin!r}")
+    if baseline["higher_is_better"]:
+        return value >= baseline["value"] + margin
+    return value <= (1.0 - margin) * baseline["value"]
+
+
 def task_arrays(task: str, slices: dict, seed: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """``(inputs, targets)`` of ``task`` from :func:`pretrain_slices`: the slice and its level band, the slice
     and its tissue map, or a corrupted copy (seeded by ``seed``) and the slice."""
@@ -158,6 +262,12 @@ def task_arrays(task: str, slices: dict, seed: int = 1000) -> tuple[np.ndarray, 
         if "tissues" not in slices:
             raise ValueError("tissue_segmentation needs slices made with pretrain_slices(..., tissues=True)")
         return slices["images"], slices["tissues"]
+    if task == "synth_segmentation":
+        if "labels" not in slices:
+            raise ValueError("synth_segmentation needs the generation labels of pretrain_corpus")
+        rng = np.random.default_rng(np.random.SeedSequence(int(seed)).spawn(4)[3])
+        synthetic = np.stack([synthesise(labels, rng) for labels in slices["labels"]])
+        return synthetic, slices["tissues"]
     rng = np.random.default_rng(np.random.SeedSequence(int(seed)).spawn(3)[2])
     corrupted = np.stack([corrupt(image, brain, rng) for image, brain in zip(slices["images"], slices["brains"],
                                                                               strict=True)])
@@ -213,6 +323,10 @@ class DenseHead(nn.Module):
                 widths.append(x.shape[1])
         net.train(was_training)
         self.projections = nn.ModuleList(nn.Conv2d(width, out_channels, 1) for width in widths)
+        if residual:  # start as the identity (no correction): training can then only move away from it if it helps
+            for projection in self.projections:
+                nn.init.zeros_(projection.weight)
+                nn.init.zeros_(projection.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
@@ -234,10 +348,11 @@ def fit_dense(model: DenseHead, train_data: tuple, val_data: tuple, task: str, e
     ``val_metric`` is the pixel accuracy inside the brain (segmentation) or the mean absolute error (restoration).
     """
     if TASK_KINDS.get(task) not in ("segmentation", "restoration"):
-        raise ValueError(f"fit_dense trains the dense tasks (tissue_segmentation, restoration), got {task!r}")
+        dense = [name for name, kind in TASK_KINDS.items() if kind != "classification"]
+        raise ValueError(f"fit_dense trains the dense tasks ({', '.join(dense)}), got {task!r}")
     check_choice("learning-rate schedule", lr_schedule, train.LR_SCHEDULES)
     x_train, x_val = train.as_tensor_images(train_data[0]), train.as_tensor_images(val_data[0])
-    segmentation = task == "tissue_segmentation"
+    segmentation = TASK_KINDS[task] == "segmentation"
     as_target = (lambda a: torch.as_tensor(np.asarray(a)).long()) if segmentation else train.as_tensor_images
     y_train, y_val = as_target(train_data[1]), as_target(val_data[1])
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -276,10 +391,13 @@ def fit_dense(model: DenseHead, train_data: tuple, val_data: tuple, task: str, e
             break
     stopper.restore(model, history)
     model.to(memory_format=torch.contiguous_format)
-    # exact BatchNorm statistics for the kept weights: the blocks run in eval mode once transferred and frozen
-    train.recalibrate_batchnorm(model, x_train, batch_size)
-    val_loss, val_metric = dense_scores(model, x_val, y_val, task, batch_size)
-    history["recalibrated"] = {"val_loss": val_loss, "val_metric": val_metric}
+    # exact BatchNorm statistics for the kept weights (the blocks run in eval mode once transferred and frozen),
+    # unless they do worse on the validation slices than the running ones
+    calibration = train.recalibrate_if_better(model, x_train, lambda m: dense_scores(m, x_val, y_val, task,
+                                                                                     batch_size), batch_size)
+    val_loss, val_metric = calibration[calibration["kept"]]
+    history["recalibrated"] = {"val_loss": val_loss, "val_metric": val_metric, "statistics": calibration["kept"],
+                               "running": calibration["running"], "exact": calibration["recalibrated"]}
     history["seconds"] = round(time.perf_counter() - started, 3)
     return history
 
@@ -293,7 +411,7 @@ def dense_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, 
     count = 0
     for index in train.batches(len(x), batch_size):
         out = model(x[index])
-        if task == "tissue_segmentation":
+        if TASK_KINDS[task] == "segmentation":
             loss += float(nn.functional.cross_entropy(out, y[index], reduction="sum")) / y[index][0].numel()
             brain = y[index] > 0
             metric += float(((out.argmax(1) == y[index]) & brain).sum() / brain.sum().clamp(min=1)) * len(index)

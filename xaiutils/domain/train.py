@@ -219,7 +219,8 @@ def seeded_training(seed: int, device: torch.device) -> Iterator[None]:
 
 def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float = 1e-3, batch_size: int = 32,
         patience: int = 3, weight_decay: float = 0.0, seed: int = 0, device=None, progress: bool = True,
-        augment: str = "none", lr_schedule: str = "constant", cache_frozen: bool | None = None) -> dict:
+        augment: str = "none", lr_schedule: str = "constant", cache_frozen: bool | None = None,
+        transferred_lr_factor: float = 1.0) -> dict:
     """Train ``model`` on ``train = (images, labels)``, early-stopping on the loss over ``val``.
 
     The weights of the epoch with the lowest validation loss are restored at the end. ``seed`` fixes the data
@@ -234,7 +235,13 @@ def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float 
     channels-last memory format while it trains (faster convolutions) and is handed back in the default format.
     Returns the history: per-epoch losses and accuracies, the best epoch, whether training stopped early, whether
     frozen outputs were cached, the device and the wall time.
+
+    A model whose first blocks were transferred and are trained too (``model.transferred_blocks``, mode
+    ``transfer_finetune`` of :func:`~xaiutils.domain.models.prepare_model`) trains them at ``lr`` ×
+    ``transferred_lr_factor`` (Yosinski et al.'s AnB+), the rest at ``lr``; the schedule scales both alike.
     """
+    if not 0.0 < transferred_lr_factor <= 1.0:
+        raise ValueError(f"transferred_lr_factor must lie in (0, 1], got {transferred_lr_factor!r}")
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     check_choice("augmentation", augment, AUGMENTATIONS)
@@ -263,9 +270,15 @@ def fit(model: nn.Module, train: tuple, val: tuple, epochs: int = 10, lr: float 
         else:
             x_train = frozen_features(model, x_train, batch_size, device)[None]
         x_val = frozen_features(model, x_val, batch_size, device)
-    optimiser = torch.optim.Adam(trainable, lr=lr, weight_decay=weight_decay)
+    slow_blocks = list(getattr(model, "blocks", []))[:getattr(model, "transferred_blocks", 0)]
+    transferred = {id(parameter) for block in slow_blocks for parameter in block.parameters()}
+    groups = [{"params": [p for p in trainable if id(p) not in transferred], "lr": lr},
+              {"params": [p for p in trainable if id(p) in transferred], "lr": lr * transferred_lr_factor}]
+    groups = [group for group in groups if group["params"]]
+    optimiser = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = -(-len(y_train) // batch_size)
-    scheduler = (torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    scheduler = (torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=[group["lr"] for group in groups],
+                                                     total_steps=epochs * steps_per_epoch)
                  if lr_schedule == "onecycle" else None)
     loss_function = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(seed)  # data order and augmentation draws
@@ -368,3 +381,26 @@ def evaluate_loss(model, x, y, batch_size, device, start: int = 0) -> tuple[floa
         total += float(nn.functional.cross_entropy(logits, y[index], reduction="sum"))
         correct += int((logits.argmax(1) == y[index]).sum())
     return total / max(len(x), 1), correct / max(len(x), 1)
+
+
+def recalibrate_if_better(model: nn.Module, images, score, batch_size: int = 64) -> dict:
+    """:func:`recalibrate_batchnorm`, kept only when it does not make the model worse on validation data.
+
+    ``score(model)`` returns ``(validation loss, metric)`` of the model in eval mode. Precise statistics usually
+    help (running averages lag weights that moved fast), but on a network whose late layers carry channels of
+    near-zero variance the exact statistics can be far worse than the running ones. Returns ``{"running": (loss,
+    metric), "recalibrated": (loss, metric), "kept": "running" | "recalibrated"}``; the model is left in eval mode
+    with the kept statistics.
+    """
+    import copy
+
+    model.eval()
+    running = tuple(float(value) for value in score(model))
+    saved = copy.deepcopy(model.state_dict())
+    recalibrate_batchnorm(model, images, batch_size)
+    recalibrated = tuple(float(value) for value in score(model))
+    kept = "recalibrated" if recalibrated[0] <= running[0] else "running"
+    if kept == "running":
+        model.load_state_dict(saved)
+    model.eval()
+    return {"running": running, "recalibrated": recalibrated, "kept": kept}

@@ -25,6 +25,7 @@ from xaiutils.execution.params import prepare_notebook
 from xaiutils.execution.paths import default_out_dir
 from xaiutils.execution.run_record import RunRecord
 from xaiutils.execution.runner import execute
+from xaiutils.foundation.config import SOURCES
 from xaiutils.foundation.files import (
     CHECKSUMS_FILE,
     changed_files,
@@ -50,9 +51,11 @@ def grid_cells(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     missing = [key for key in GRID_KEYS if key not in spec]
     if missing:
         raise ValueError(f"grid spec lacks {', '.join(missing)}; a grid needs {', '.join(GRID_KEYS)}")
-    unknown = sorted(set(spec) - set(GRID_KEYS) - {"workers"})  # workers: how many cells run at once
+    # workers: how many cells run at once; anb_plus_cells: notebook 3's comparison of protocols, not grid cells
+    unknown = sorted(set(spec) - set(GRID_KEYS) - {"workers", "anb_plus_cells"})
     if unknown:
-        raise ValueError(f"unknown grid key(s) {', '.join(unknown)}; valid keys: {', '.join(GRID_KEYS)}, workers")
+        raise ValueError(f"unknown grid key(s) {', '.join(unknown)}; valid keys: {', '.join(GRID_KEYS)}, workers, "
+                         "anb_plus_cells")
 
     def integers(values, what: str) -> list[int]:
         if not isinstance(values, (list, tuple)) or not all(
@@ -62,9 +65,9 @@ def grid_cells(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     sources = spec["sources"]
     if not isinstance(sources, (list, tuple)) or not sources or not all(isinstance(s, str) for s in sources):
-        raise ValueError(f"grid sources must be a non-empty list of names (imagenet, mri, none), got {sources!r}")
+        raise ValueError(f"grid sources must be a non-empty list of names ({', '.join(SOURCES)}), got {sources!r}")
     for source in sources:
-        check_safe_name(source, "grid source", ("imagenet", "mri", "none"))
+        check_safe_name(source, "grid source", SOURCES)
     seeds = integers(spec["seeds"], "seeds")
     cells = []
     for source in sources:

@@ -123,8 +123,10 @@ class PretrainConfig(Step):
     width: float
     task: str  # a task name, or "auto": train every candidate task and keep the one notebook 2's criterion picks
     candidate_tasks: list[str]
+    anatomies: list[str]  # real anatomies the pseudo-subjects come from (xaiutils.domain.mri.anatomies)
+    baseline_margin: float  # a task must beat its trivial baseline by this much to be chosen (pretrain.beats_baseline)
     n_bands: int
-    n_subjects: int
+    n_subjects: int  # pseudo-subjects per anatomy
     slices_per_subject: int
     image_size: int
     epochs: int
@@ -145,7 +147,7 @@ class FinetuneConfig(Step):
     name: ClassVar[str] = "finetune"
     backbone: str
     width: float
-    mode: str  # "transfer": blocks after k re-initialised; "finetune": all start pre-trained
+    mode: str  # "transfer": blocks after k re-initialised; "finetune": all start pre-trained; "transfer_finetune"
     epochs: int
     lr: float
     batch_size: int
@@ -154,6 +156,7 @@ class FinetuneConfig(Step):
     weight_decay: float
     augment: str  # "none" or "flips"
     lr_schedule: str  # "constant" or "onecycle"
+    transferred_lr_factor: float  # mode "transfer_finetune": the transferred blocks train at lr times this
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,9 @@ class GridConfig(Step):
     n_pretrained_blocks: dict[str, list[int]]
     seeds: list[int]
     workers: int  # cells trained at once (execution.grid.run_grid); results do not depend on it
+    # cells ("<source>-k<k>-s<seed>") notebook 3 trains again in mode "transfer_finetune" (AnB+), beside the grid's
+    # mode, to compare the two protocols; not explained by notebook 4
+    anb_plus_cells: list[str]
 
 
 @dataclass(frozen=True)
@@ -231,6 +237,10 @@ class Preset:
 # in xaiutils.domain.explain.canonical). And the model-free control maps.
 # Written out rather than read from xaiutils.domain.explain so that reading a preset does not import torch and Captum
 # (the command line reads presets); tests/test_config.py checks them against the registry.
+# The grid's weight sources (xaiutils.domain.models.prepare_model), written out here so that the command line can
+# check a grid without importing torch. "random" is the control: frozen, randomly initialised blocks at each k.
+SOURCES = ("imagenet", "mri", "none", "random")
+
 DEFAULT_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "gradient_shap", "deeplift",
                    "deeplift_shap", "guided_backprop", "deconvolution", "lrp", "grad_cam", "guided_grad_cam",
                    "occlusion")
@@ -266,7 +276,8 @@ SMOKE = Preset(
     ),
     pretrain=PretrainConfig(
         backbone="mobilenet_v2",  # the backbone whose ImageNet weights can be had offline
-        width=1.0, task="level_band", candidate_tasks=["level_band"], n_bands=4, n_subjects=24,
+        width=1.0, task="level_band", candidate_tasks=["level_band"], anatomies=["mni152"], baseline_margin=0.1,
+        n_bands=4, n_subjects=24,
         slices_per_subject=16, image_size=64, epochs=20, lr=1e-3, batch_size=32,
         # Trained from scratch, the BatchNorm running statistics lag the weights: validation accuracy sits at
         # chance for the first ~7 epochs while training accuracy climbs, so a shorter patience stops too early.
@@ -284,12 +295,15 @@ SMOKE = Preset(
         # chance).
         augment="flips",
         lr_schedule="constant",
+        # Yosinski et al.'s AnB+ (mode transfer_finetune): transferred blocks train at a tenth of the rate
+        transferred_lr_factor=0.1,
     ),
     grid=GridConfig(
         sources=["imagenet", "mri", "none"],
         n_pretrained_blocks={"imagenet": [1, 3, 5], "mri": [1, 3, 5], "none": [0]},
         seeds=[0],
         workers=1,
+        anb_plus_cells=[],
     ),
     explain=ExplainConfig(
         methods=_default_methods() + _control_maps(),
@@ -330,13 +344,19 @@ BOOK = replace(
         n_lesions=(2, 2),
         irregularity=0.6,
     ),
+    # The recipe of the shipped in-domain arm (xaiutils/shipped/, `python -m xaiutils pretrain-mri --preset book`):
+    # notebook 2 reads the shipped blocks while these settings are the card's, and trains them only when asked.
+    # Three candidate tasks with the same corpus, epochs and optimiser, one chosen on validation data by the rule of
+    # notebook 2. 640 pseudo-subjects of each of two anatomies x 16 slices = 20,480 slices (90 % for training);
+    # 14 epochs = about 258,000 image-steps per task, 50 times the first version's 5,000. The patience equals the
+    # epochs, so that every task gets the whole budget (the best epoch is kept).
     pretrain=replace(
         SMOKE.pretrain,
-        # Three in-domain tasks, one chosen on validation data by the rule stated in notebook 2, with the same
-        # slices, epochs and optimiser each.
         task="auto",
-        candidate_tasks=["level_band", "tissue_segmentation", "restoration"],
-        n_subjects=64, epochs=6, lr=3e-3, batch_size=64, patience=6, lr_schedule="onecycle",
+        candidate_tasks=["level_band", "synth_segmentation", "restoration"],
+        anatomies=["mni152", "colin27"], baseline_margin=0.1,
+        n_subjects=640, epochs=14, lr=1e-3, batch_size=64, patience=14, lr_schedule="onecycle",
+        selection_seeds=[0, 1, 2],
         # Three tasks and their transfer runs, two at a time with one thread each (on 2 cores, about 1.7 times the
         # images per second of one process with two threads).
         workers=2,
@@ -347,8 +367,12 @@ BOOK = replace(
     # Two cells side by side with one thread each train faster on 2 cores than one cell with two threads.
     # k = 2, 3, 5: with k = 1 the runs trained all but MobileNetV2's first stage, as slowly as from scratch (about
     # 155 s each on one thread), which put the grid over the book's 30 minutes.
-    grid=replace(SMOKE.grid, n_pretrained_blocks={"imagenet": [2, 3, 5], "mri": [2, 3, 5], "none": [0]},
-                 seeds=[0, 1, 2], workers=2),
+    # `random`: the control of the source axis, frozen randomly initialised blocks at each k of the other sources.
+    grid=replace(SMOKE.grid, sources=["imagenet", "mri", "none", "random"],
+                 n_pretrained_blocks={"imagenet": [2, 3, 5], "mri": [2, 3, 5], "none": [0], "random": [2, 3, 5]},
+                 seeds=[0, 1, 2], workers=2,
+                 # the other protocol, for both pre-trained sources at the middle of the k axis (two runs)
+                 anb_plus_cells=["imagenet-k3-s0", "mri-k3-s0"]),
     # 24 class-balanced test images per run (8 before the propagation methods ran on MobileNetV2): with 8, the
     # intervals of the skill over the control maps were wider than the differences between methods. Two runs at
     # once, one thread each. The explanation's and the sanity check's share of the book's 30 minutes are measured
@@ -367,13 +391,15 @@ STUDY = replace(
         radius_range=(14.0, 28.0),  # the smoke radii scaled by 224 / 64
         edge_softness=3.0, min_gap=3.0, texture_scale=5.0,
     ),
-    pretrain=replace(
-        SMOKE.pretrain, backbone="vgg16", task="auto",
-        candidate_tasks=["level_band", "tissue_segmentation", "restoration"],
-        n_subjects=200, slices_per_subject=20, image_size=224, epochs=30, lr=1e-4, patience=5,
-    ),
-    finetune=replace(SMOKE.finetune, backbone="vgg16", epochs=30, lr=1e-4, patience=5, dropout=0.5, augment="none"),
-    grid=replace(SMOKE.grid, n_pretrained_blocks={"imagenet": [1, 2, 3, 4, 5], "mri": [1, 2, 3, 4, 5], "none": [0]},
+    # The book's recipe for VGG-16 at 224² (a GPU job): the same corpus size, tasks, budget and selection rule.
+    pretrain=replace(BOOK.pretrain, backbone="vgg16", image_size=224, lr=1e-4, workers=1),
+    # The transferred blocks are fine-tuned too, at a tenth of the learning rate (AnB+), the protocol of most
+    # medical-imaging transfer studies; `mode=transfer` gives the book's frozen protocol.
+    finetune=replace(SMOKE.finetune, backbone="vgg16", epochs=30, lr=1e-4, patience=5, dropout=0.5, augment="none",
+                     mode="transfer_finetune"),
+    grid=replace(SMOKE.grid, sources=["imagenet", "mri", "none", "random"],
+                 n_pretrained_blocks={"imagenet": [1, 2, 3, 4, 5], "mri": [1, 2, 3, 4, 5], "none": [0],
+                                      "random": [1, 2, 3, 4, 5]},
                  seeds=[0, 1, 2]),
     explain=replace(
         SMOKE.explain,
@@ -451,7 +477,7 @@ NOTEBOOK_STEPS: dict[str, tuple[str, ...]] = {
 NOTEBOOK_EXTRA_PARAMETERS: dict[str, tuple[str, ...]] = {
     "00_overview": ("out_dir",),
     "01_data": ("out_dir",),
-    "02_pretrain_mri": ("data_dir", "out_dir"),
+    "02_pretrain_mri": ("retrain", "data_dir", "out_dir"),
     # grid: run the preset's grid or one run; source, n_pretrained_blocks, seed: that one run; workers: the grid's
     "03_finetune": ("grid", "source", "n_pretrained_blocks", "seed", "workers", "data_dir", "mri_checkpoint",
                     "out_dir"),

@@ -78,7 +78,7 @@ def _smooth_field(values, low, spacing, offsets, z_mm, coarse: int = 32) -> np.n
 
 
 def sample_slices(anatomy: Anatomy, levels: np.ndarray, image_size: int, rng: np.random.Generator | None = None,
-                  variability: Variability | None = None, extra_volumes=()) -> tuple[np.ndarray, ...]:
+                  variability: Variability | None = None, extra_volumes=(), label_volumes=()) -> tuple[np.ndarray, ...]:
     """Axial slices at ``levels`` (indices of the original volume) on an ``image_size``² grid over the FOV.
 
     With ``variability`` (and ``rng``) the volume is first turned into a pseudo-subject: a random rotation about
@@ -89,6 +89,8 @@ def sample_slices(anatomy: Anatomy, levels: np.ndarray, image_size: int, rng: np
     ``extra_volumes``: arrays on the grid of ``anatomy.t1`` (e.g. tissue probability maps prepared like it) that
     are sampled at the same, deformed positions (linear interpolation, no intensity changes) and returned as a
     third element, ``E×K×S×S`` float32, so that they follow the pseudo-subject's anatomy exactly.
+    ``label_volumes``: integer label maps on the same grid, sampled at the same positions by nearest neighbour and
+    returned last, ``L×K×S×S`` int16 (0 outside the volume).
     """
     levels = np.asarray(levels)
     size = int(image_size)
@@ -120,6 +122,8 @@ def sample_slices(anatomy: Anatomy, levels: np.ndarray, image_size: int, rng: np
     t1 = ndimage.map_coordinates(anatomy.t1, voxels, order=1, mode="constant", cval=0.0)
     extras = [ndimage.map_coordinates(np.asarray(volume, dtype=np.float32), voxels, order=1, mode="constant",
                                       cval=0.0).reshape(points.shape[:-1]) for volume in extra_volumes]
+    labels = [ndimage.map_coordinates(np.asarray(volume, dtype=np.int16), voxels, order=0, mode="constant",
+                                      cval=0).reshape(points.shape[:-1]) for volume in label_volumes]
     brain = ndimage.map_coordinates(anatomy.brain, voxels, order=1, mode="constant", cval=0.0) > 0.5
     t1 = t1.reshape(points.shape[:-1]).astype(np.float64)
     brain = brain.reshape(points.shape[:-1])
@@ -135,9 +139,12 @@ def sample_slices(anatomy: Anatomy, levels: np.ndarray, image_size: int, rng: np
         if brain[index].sum() < 16:
             raise ValueError(f"brain mask is empty (under 16 pixels) in the slice at level {int(level)}")
         images[index] = scale_to_brain(t1[index], brain[index])
+    result = (images, brain)
     if len(extra_volumes):
-        return images, brain, np.asarray(extras, dtype=np.float32)
-    return images, brain
+        result += (np.asarray(extras, dtype=np.float32),)
+    if len(label_volumes):
+        result += (np.asarray(labels, dtype=np.int16),)
+    return result
 
 
 def scale_to_brain(image: np.ndarray, brain: np.ndarray, percentiles=(0.5, 99.5)) -> np.ndarray:

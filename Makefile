@@ -31,16 +31,7 @@ $(STAMP): requirements.txt pyproject.toml
 ANATOMY := $(VENV)/share/mricron/templates/ch2.nii.gz
 
 $(ANATOMY): | $(STAMP)
-	@command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null || { echo "anatomy: needs apt-get and" \
-		"dpkg-deb (Debian); or put ch2.nii.gz, ch2bet.nii.gz and aal.nii.gz of mricron-data in a folder and set" \
-		"XAI_MRICRON_DIR" >&2; exit 1; }
-	rm -rf $(VENV)/.mricron-download && mkdir -p $(VENV)/.mricron-download $(VENV)/share/mricron
-	cd $(VENV)/.mricron-download && apt-get download mricron-data >/dev/null
-	dpkg-deb -x $(VENV)/.mricron-download/mricron-data_*.deb $(VENV)/.mricron-download/root
-	rm -rf $(VENV)/share/mricron/templates
-	mv $(VENV)/.mricron-download/root/usr/share/mricron/templates $(VENV)/share/mricron/templates
-	rm -rf $(VENV)/.mricron-download
-	@echo "anatomy: Colin27 and AAL in $(VENV)/share/mricron/templates"
+	$(PY) -m xaiutils setup-anatomy
 
 anatomy: $(ANATOMY)
 

@@ -40,8 +40,9 @@
 #
 # ## Time to run
 #
-# About ten minutes for the `book` grid (21 runs) on 2 CPU cores; the `study` grid (VGG-16, several seeds) is a
-# GPU job. The measured time of the latest build is in {doc}`../book/reproducing`.
+# About ten minutes for the `book` grid (30 runs, 9 of them the `random` control) on 2 CPU cores, and two more for
+# the comparison of protocols; the `study` grid (VGG-16, several seeds) is a GPU job. The measured time of the
+# latest build is in {doc}`../book/reproducing`.
 
 # %%
 from pathlib import Path

@@ -203,3 +203,27 @@ def test_the_book_compares_the_protocols_on_cells_of_its_grid():
     names = {f"{cell['source']}-k{cell['n_pretrained_blocks']}-s{cell['seed']}" for cell in grid_cells(spec)}
     assert spec["anb_plus_cells"] and set(spec["anb_plus_cells"]) <= names
     assert resolve("finetune", "study")["mode"] == "transfer_finetune"
+
+
+# ----------------------------------------------------------------------------------- the anatomies and their cards
+
+
+@pytest.mark.parametrize("name, shape", [("mni152", (197, 233, 189)), ("colin27", (181, 217, 181))])
+def test_each_anatomy_loads_as_its_card_describes(name, shape):
+    from xaiutils.domain.mri.anatomies import anatomy_card, load_anatomy
+
+    volumes = load_anatomy(name)
+    card = anatomy_card(name)
+    assert volumes["t1"].shape == shape and card["shape"].startswith(" x ".join(map(str, shape)))
+    assert card["source"] and card["licence"] and card["anatomy"] == name
+    assert np.all(volumes["t1"][~volumes["brain"]] == 0) or name == "mni152"  # colin27: skull-stripped here
+    brain_fraction = volumes["brain"].mean()
+    assert 0.1 < brain_fraction < 0.3, brain_fraction  # a head-sized field of view, about a fifth of it brain
+
+
+def test_a_missing_mricron_folder_is_named_with_the_command_that_fills_it(tmp_path, monkeypatch):
+    from xaiutils.domain.mri import anatomies
+
+    monkeypatch.setenv(anatomies.MRICRON_ENV, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"ch2.nii.gz, ch2bet.nii.gz, aal.nii.gz in .*`make anatomy`"):
+        anatomies.mricron_dir()

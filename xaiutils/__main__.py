@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "cluster spec YAML (e.g. examples/slurm.yaml); --workers is then ignored")
 
     commands.add_parser("setup-weights", help="place torchvision's MobileNetV2 ImageNet file in the torch hub cache")
+    commands.add_parser("setup-anatomy", help="unpack Debian's mricron-data (the Colin27 brain, the AAL atlas) into "
+                                              "share/mricron/templates of this Python environment")
 
     arm = commands.add_parser(
         "pretrain-mri", help="train the in-domain (mri) arm from the preset's recipe (notebook 2's tasks on "
@@ -264,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
 
         return _run_guarded(arm)
+    if args.command == "setup-anatomy":
+        from xaiutils.domain.mri.anatomies import install_mricron
+
+        return _run_guarded(lambda: print(install_mricron()) or 0)
     if args.command == "setup-weights":
         from xaiutils.domain.weights import place_mobilenet_v2
 

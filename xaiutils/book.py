@@ -57,6 +57,7 @@ def colab_setup_source(repo_url: str, branch: str, notebook_stem: str, earlier: 
         f"    os.chdir(os.path.join({repo_name!r}, 'notebooks'))",
         "    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '-e', '..'], check=True)",
         "    subprocess.run([sys.executable, '-m', 'xaiutils', 'setup-weights'], check=True)",
+        "    subprocess.run([sys.executable, '-m', 'xaiutils', 'setup-anatomy'], check=True)",
         f"    for step in {earlier!r}:",
         "        if not os.path.isdir(os.path.join('..', 'runs', 'smoke', step)):",
         "            subprocess.run([sys.executable, '-m', 'xaiutils', 'run', step, '--preset', 'smoke'], check=True)",

@@ -71,6 +71,36 @@ def mricron_dir() -> Path:
     return folder
 
 
+def install_mricron(target: str | os.PathLike | None = None) -> Path:
+    """Put mricron-data's templates into ``target`` (default: ``share/mricron/templates`` of this Python
+    environment): ``apt-get download`` the Debian package into a temporary folder and unpack it with ``dpkg-deb``
+    (no root needed). Returns the folder; does nothing when the files are there already."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    target = Path(target) if target is not None else Path(sys.prefix) / "share" / "mricron" / "templates"
+    if all((target / name).is_file() for name in MRICRON_FILES):
+        return target
+    missing = [tool for tool in ("apt-get", "dpkg-deb") if shutil.which(tool) is None]
+    if missing:
+        raise FileNotFoundError(f"installing the Colin27 anatomy needs {' and '.join(missing)} (Debian, Ubuntu); "
+                                f"elsewhere put {', '.join(MRICRON_FILES)} of mricron-data in a folder and set "
+                                f"{MRICRON_ENV} to it")
+    with tempfile.TemporaryDirectory() as folder:
+        subprocess.run(["apt-get", "download", "mricron-data"], cwd=folder, check=True, capture_output=True)
+        package = next(Path(folder).glob("mricron-data_*.deb"))
+        subprocess.run(["dpkg-deb", "-x", str(package), str(Path(folder) / "root")], check=True)
+        unpacked = Path(folder) / "root" / "usr" / "share" / "mricron" / "templates"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(unpacked, partial)
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+    return target
+
+
 def _tissues_from_probabilities(brain: np.ndarray, grey: np.ndarray, white: np.ndarray) -> np.ndarray:
     csf = np.clip(brain - grey - white, 0.0, 1.0)
     stack = np.stack([1.0 - brain, csf, grey, white])

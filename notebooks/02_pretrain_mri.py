@@ -204,8 +204,9 @@ fig.savefig(out_dir / "pretraining_tasks.png", dpi=120)
 if train_here:
     card = mri_arm.pretrain_mri(preset, out_dir, data_dir, **{key: value for key, value in config.items()})
 else:
-    for name in (mri_arm.BLOCKS_FILE, mri_arm.CARD_FILE):
-        write_atomic(out_dir / name, (shipped / name).read_bytes())
+    for name in (mri_arm.BLOCKS_FILE, mri_arm.PRETEXT_HEAD_FILE, mri_arm.CARD_FILE):
+        if (shipped / name).is_file():
+            write_atomic(out_dir / name, (shipped / name).read_bytes())
     card = mri_arm.read_card(out_dir)
 write_atomic(out_dir / "model.pt", (out_dir / mri_arm.BLOCKS_FILE).read_bytes())
 facts = pd.Series({

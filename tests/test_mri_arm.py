@@ -135,6 +135,14 @@ def test_the_shipped_card_is_the_book_recipe_with_a_real_budget_and_a_learned_pr
                                          card["selection"]["rows"])[0]
 
 
+def test_the_card_s_verdicts_on_the_baselines_follow_from_its_numbers():
+    card = mri_arm.read_card(SHIPPED)
+    margin = card["recipe"]["baseline_margin"]
+    for name, task in card["tasks"].items():
+        metric = task["metric"]
+        assert metric["beats_baseline"] == pretrain.beats_baseline(metric["value"], metric["baseline"], margin), name
+
+
 def test_a_changed_shipped_file_is_refused_naming_both_hashes(tmp_path):
     for name in (mri_arm.BLOCKS_FILE, mri_arm.CARD_FILE):
         (tmp_path / name).write_bytes((SHIPPED / name).read_bytes())

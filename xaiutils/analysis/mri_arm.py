@@ -6,9 +6,10 @@ the rule stated in advance (the highest mean validation accuracy of a k = ``sele
 task, among the tasks that beat their baseline by ``baseline_margin``) and writes, in one folder:
 
 - ``blocks.pt``: the chosen network's transferable blocks (weights only, keys ``blocks.<i>.…``);
+- ``pretext_head.pt``: its pretext head (the classifier, or the dense projections), when the run saved it;
 - ``card.json``: the recipe (the preset's settings), seeds, the corpus's hash, image-steps, wall time and hardware
   per task, the pretext curves, the pretext metrics against their baselines, the selection table, the chosen task
-  and ``blocks.pt``'s sha256.
+  and both files' sha256.
 
 :func:`ship` copies both into the package (:data:`SHIPPED`), where notebook 3 and ``make book`` read them;
 :func:`read_shipped` checks the file against the card's sha256 before anything uses it.
@@ -31,7 +32,7 @@ from xaiutils.foundation.config import resolve
 from xaiutils.foundation.files import write_atomic
 
 SHIPPED = Path(__file__).resolve().parent.parent / "shipped"
-BLOCKS_FILE, CARD_FILE = "blocks.pt", "card.json"
+BLOCKS_FILE, CARD_FILE, PRETEXT_HEAD_FILE = "blocks.pt", "card.json", "pretext_head.pt"
 
 
 class NoTaskLearned(ValueError):
@@ -129,9 +130,7 @@ def pretrain_mri(preset: str, out_dir, data_dir, workers: int | None = None, pro
         tasks, task_data, train_rows, val_rows, config, finetune_config, out_dir, data_dir, preset,
         workers=config["workers"], progress=progress)
     chosen, selection = choose_task(task_metrics, selection_rows)
-    state = models.load_weights(out_dir / "tasks" / chosen / "model.pt")
-    blocks = {key: value for key, value in state.items() if key.startswith("blocks.")}
-    models.save_state(blocks, out_dir / BLOCKS_FILE)
+    shipped = package(out_dir, chosen, config)
     card = {
         "preset": preset, "recipe": config, "finetune_for_selection": finetune_config,
         "corpus": {"anatomies": list(config["anatomies"]), "slices": len(table), "train_slices": len(train_rows),
@@ -148,11 +147,37 @@ def pretrain_mri(preset: str, out_dir, data_dir, workers: int | None = None, pro
                               f"tasks that beat their trivial baseline by {config['baseline_margin']}",
                       "rows": selection_rows, "table": selection, "chosen_task": chosen},
         "hardware": hardware(), "wall_seconds": round(time.perf_counter() - started, 1),
-        "blocks": {"file": BLOCKS_FILE, "sha256": sha256_of(out_dir / BLOCKS_FILE), "keys": len(blocks),
-                   "model": models.model_name(config["backbone"], config["width"])},
+        **shipped,
     }
     write_atomic(out_dir / CARD_FILE, json.dumps(card, indent=1, default=_plain).encode())
     return card
+
+
+def package(out_dir, chosen: str, config: dict) -> dict:
+    """Write the files that are shipped from the folder of the chosen task (``tasks/<chosen>/``): ``blocks.pt``,
+    the transferable blocks alone, and ``pretext_head.pt``, the pretext's own head (the classifier, or the dense
+    projections), with which the pretext can be checked again on new slices. Returns the card's sections for
+    them (file, sha256, keys)."""
+    from xaiutils.analysis.task_selection import PRETEXT_HEAD_FILE, PRETEXT_HEAD_PREFIX
+
+    out_dir, task_dir = Path(out_dir), Path(out_dir) / "tasks" / chosen
+    state = models.load_weights(task_dir / "model.pt")
+    blocks = {key: value for key, value in state.items() if key.startswith("blocks.")}
+    models.save_state(blocks, out_dir / BLOCKS_FILE)
+    sections = {"blocks": {"file": BLOCKS_FILE, "sha256": sha256_of(out_dir / BLOCKS_FILE), "keys": len(blocks),
+                           "model": models.model_name(config["backbone"], config["width"])},
+                "pretext_head": None}
+    if (task_dir / PRETEXT_HEAD_FILE).is_file():
+        head = models.load_weights(task_dir / PRETEXT_HEAD_FILE)
+    elif pretrain.TASK_KINDS[chosen] == "classification":  # written before the head had a file of its own
+        head = {f"{PRETEXT_HEAD_PREFIX}{key[len('head.'):]}": value for key, value in state.items()
+                if key.startswith("head.")}
+    else:  # a dense head of a run made before heads were saved: the blocks alone are shipped
+        return sections
+    models.save_state(head, out_dir / PRETEXT_HEAD_FILE)
+    sections["pretext_head"] = {"file": PRETEXT_HEAD_FILE, "sha256": sha256_of(out_dir / PRETEXT_HEAD_FILE),
+                                "keys": len(head), "task": chosen, "kind": pretrain.TASK_KINDS[chosen]}
+    return sections
 
 
 def _plain(value):
@@ -171,8 +196,9 @@ def ship(run_dir, destination=None) -> Path:
     destination = Path(destination) if destination is not None else shipped_dir(
         card["recipe"]["backbone"], card["recipe"]["width"])
     destination.mkdir(parents=True, exist_ok=True)
-    write_atomic(destination / BLOCKS_FILE, (run_dir / BLOCKS_FILE).read_bytes())
-    write_atomic(destination / CARD_FILE, (run_dir / CARD_FILE).read_bytes())
+    names = [card[section]["file"] for section in ("blocks", "pretext_head") if card.get(section)]
+    for name in [*names, CARD_FILE]:  # the card last: it describes the others
+        write_atomic(destination / name, (run_dir / name).read_bytes())
     return destination
 
 
@@ -185,9 +211,13 @@ def read_card(folder) -> dict:
             raise FileNotFoundError(f"{folder / name} does not exist; the mri arm is made by `python -m xaiutils "
                                     "pretrain-mri` (see notebook 2)")
     card = json.loads((folder / CARD_FILE).read_text())
-    found = sha256_of(folder / BLOCKS_FILE)
-    if found != card["blocks"]["sha256"]:
-        raise ValueError(f"{folder / BLOCKS_FILE} has sha256 {found}, but its card {folder / CARD_FILE} describes "
-                         f"{card['blocks']['sha256']}: the weights were changed or damaged; restore them from git or "
-                         "retrain with `python -m xaiutils pretrain-mri`")
+    for section in ("blocks", "pretext_head"):
+        if not card.get(section):
+            continue
+        path = folder / card[section]["file"]
+        found = sha256_of(path)
+        if found != card[section]["sha256"]:
+            raise ValueError(f"{path} has sha256 {found}, but its card {folder / CARD_FILE} describes "
+                             f"{card[section]['sha256']}: the weights were changed or damaged; restore them from git "
+                             "or retrain with `python -m xaiutils pretrain-mri`")
     return card

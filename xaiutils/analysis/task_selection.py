@@ -20,6 +20,8 @@ from xaiutils.execution import parallel
 from xaiutils.execution.parallel import check_workers
 from xaiutils.execution.run_record import RunRecord
 
+PRETEXT_HEAD_FILE, PRETEXT_HEAD_PREFIX = "pretext_head.pt", "pretext_head."
+
 
 def train_task(name: str, inputs: np.ndarray, targets: np.ndarray, train_rows, val_rows, config: dict,
                task_dir, preset: str, progress: bool = True) -> tuple[dict, dict]:
@@ -69,6 +71,10 @@ def train_task(name: str, inputs: np.ndarray, targets: np.ndarray, train_rows, v
     model_config = {**config, "task": name, "model": models.model_name(config["backbone"], config["width"]),
                     "n_classes": pretrain.n_outputs(name, config["n_bands"]), "preset": preset}
     RunRecord(model_config, history, {"val": metric}).write(task_dir, net)
+    # the pretext's own head (the classifier, or the dense projections), so that the pretext can be checked again
+    head = net.head if pretrain.TASK_KINDS[name] == "classification" else dense.projections
+    models.save_state({f"{PRETEXT_HEAD_PREFIX}{key}": value for key, value in head.state_dict().items()},
+                      Path(task_dir) / PRETEXT_HEAD_FILE)
     return history, metric
 
 

@@ -146,7 +146,8 @@ train_here = bool(retrain) or (retrain is None and bool(differences))
 if retrain is False and differences:
     raise ValueError(f"retrain=False, but the shipped arm in {shipped} was not trained with these settings "
                      f"({'; '.join(differences)}); set retrain=True (or leave it None) to train them here")
-print("training here from the settings below" if train_here else f"reading the shipped arm: {shipped}")
+print("training here from the settings below" if train_here
+      else f"reading the shipped arm: xaiutils/shipped/{shipped.name}")
 pd.Series({**config, "tasks": tasks}, name="value").to_frame()
 
 # %% [markdown]

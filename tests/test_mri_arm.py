@@ -235,3 +235,19 @@ def test_a_missing_mricron_folder_is_named_with_the_command_that_fills_it(tmp_pa
     monkeypatch.setenv(anatomies.MRICRON_ENV, str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"ch2.nii.gz, ch2bet.nii.gz, aal.nii.gz in .*`make anatomy`"):
         anatomies.mricron_dir()
+
+
+def test_package_ships_the_blocks_alone_and_the_pretext_head_when_the_run_saved_it(tmp_path):
+    config = {"backbone": "mobilenet_v2", "width": 0.25}
+    net = models.build_model("mobilenet_v2", n_classes=4, width=0.25, seed=1)
+    for task in ("level_band", "restoration"):
+        models.save_weights(net, tmp_path / "tasks" / task / "model.pt")
+    sections = mri_arm.package(tmp_path, "level_band", config)  # a classifier's head lies in its model.pt
+    blocks = models.load_weights(tmp_path / mri_arm.BLOCKS_FILE)
+    assert sorted(blocks) == sorted(key for key in net.state_dict() if key.startswith("blocks."))
+    head = models.load_weights(tmp_path / mri_arm.PRETEXT_HEAD_FILE)
+    assert torch.equal(head["pretext_head.3.weight"], net.head[3].weight)
+    assert sections["blocks"]["sha256"] == mri_arm.sha256_of(tmp_path / mri_arm.BLOCKS_FILE)
+    assert sections["pretext_head"]["task"] == "level_band" and sections["pretext_head"]["kind"] == "classification"
+    # a dense task whose run did not save its projections: the blocks alone
+    assert mri_arm.package(tmp_path, "restoration", config)["pretext_head"] is None

@@ -32,7 +32,8 @@ from xaiutils.foundation.config import resolve
 from xaiutils.foundation.files import write_atomic
 
 SHIPPED = Path(__file__).resolve().parent.parent / "shipped"
-BLOCKS_FILE, CARD_FILE, PRETEXT_HEAD_FILE = "blocks.pt", "card.json", "pretext_head.pt"
+BLOCKS_FILE, CARD_FILE = "blocks.pt", "card.json"
+PRETEXT_HEAD_FILE, PRETEXT_HEAD_PREFIX = task_selection.PRETEXT_HEAD_FILE, task_selection.PRETEXT_HEAD_PREFIX
 
 
 class NoTaskLearned(ValueError):
@@ -158,8 +159,6 @@ def package(out_dir, chosen: str, config: dict) -> dict:
     the transferable blocks alone, and ``pretext_head.pt``, the pretext's own head (the classifier, or the dense
     projections), with which the pretext can be checked again on new slices. Returns the card's sections for
     them (file, sha256, keys)."""
-    from xaiutils.analysis.task_selection import PRETEXT_HEAD_FILE, PRETEXT_HEAD_PREFIX
-
     out_dir, task_dir = Path(out_dir), Path(out_dir) / "tasks" / chosen
     state = models.load_weights(task_dir / "model.pt")
     blocks = {key: value for key, value in state.items() if key.startswith("blocks.")}

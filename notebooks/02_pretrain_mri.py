@@ -251,6 +251,19 @@ fig.tight_layout()
 fig.savefig(out_dir / "pretext_curves.png", dpi=120)
 
 # %% [markdown]
+# ## The chosen pretext, checked again on new pseudo-subjects
+#
+# The card's numbers are the training run's. The shipped network (its blocks and its pretext head) runs here on
+# slices of pseudo-subjects it has never seen, drawn with another seed than the recipe's, and is compared with the
+# trivial baseline on the same slices.
+
+# %%
+recheck = mri_arm.check_pretext(out_dir, card, n_subjects=2, seed=config["seed"] + 1)
+display(pd.Series(recheck, name="value").to_frame())
+glue("recheck_summary", f"{recheck['metric']} {recheck['value']:.3f} on {recheck['slices']} new slices, against "
+                        f"{recheck['baseline']:.3f} for the trivial baseline")
+
+# %% [markdown]
 # ## Each task against its baseline, and the choice
 #
 # For each task, the first k = `selection_k` blocks were transferred, frozen, and the rest trained on the lesion
@@ -313,7 +326,8 @@ glue("arm_trained_here", "trained in this build" if train_here else "read from t
 # - Transferred with k = {glue:text}`selection_k` frozen blocks, they gave these validation accuracies on the
 #   lesion task: {glue:text}`task_summary`. By the rule fixed in advance the `mri` source is
 #   **{glue:text}`chosen_task`** ({glue:text}`chosen_val_accuracy:.2f`); its blocks, `model.pt` in the run folder,
-#   are the `mri` source of notebook 3.
+#   are the `mri` source of notebook 3. Checked again on new pseudo-subjects, its pretext scores
+#   {glue:text}`recheck_summary`.
 # - Choices that are ours, not the reference study's: pseudo-subjects of two anatomies instead of real subjects,
 #   the three tasks, the budget (far below ImageNet's 1.28 million images), the training settings in the
 #   configuration table, and the selection rule.

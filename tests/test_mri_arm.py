@@ -143,8 +143,20 @@ def test_the_card_s_verdicts_on_the_baselines_follow_from_its_numbers():
         assert metric["beats_baseline"] == pretrain.beats_baseline(metric["value"], metric["baseline"], margin), name
 
 
+def test_the_shipped_pretext_network_beats_its_baseline_on_new_pseudo_subjects():
+    """The shipped blocks and pretext head, run on slices of pseudo-subjects drawn with another seed than the
+    recipe's, beat the trivial baseline on the same slices by the recipe's margin."""
+    card = mri_arm.read_card(SHIPPED)
+    check = mri_arm.check_pretext(SHIPPED, card, n_subjects=2, seed=card["recipe"]["seed"] + 1)
+    assert check["task"] == card["selection"]["chosen_task"]
+    assert check["slices"] == 2 * card["recipe"]["slices_per_subject"] * len(card["recipe"]["anatomies"])
+    assert check["beats_baseline"], check
+    with pytest.raises(ValueError, match="is the recipe's own"):
+        mri_arm.check_pretext(SHIPPED, card, seed=card["recipe"]["seed"])
+
+
 def test_a_changed_shipped_file_is_refused_naming_both_hashes(tmp_path):
-    for name in (mri_arm.BLOCKS_FILE, mri_arm.CARD_FILE):
+    for name in (mri_arm.BLOCKS_FILE, mri_arm.PRETEXT_HEAD_FILE, mri_arm.CARD_FILE):
         (tmp_path / name).write_bytes((SHIPPED / name).read_bytes())
     data = bytearray((tmp_path / mri_arm.BLOCKS_FILE).read_bytes())
     data[-100] ^= 0xFF

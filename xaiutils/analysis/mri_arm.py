@@ -179,6 +179,59 @@ def package(out_dir, chosen: str, config: dict) -> dict:
     return sections
 
 
+def pretext_network(folder, card: dict):
+    """The chosen pretext network of a shipped folder, rebuilt in eval mode from ``blocks.pt`` and
+    ``pretext_head.pt``: the classifier (level band) or a :class:`pretrain.DenseHead` on the backbone."""
+    if not card.get("pretext_head"):
+        raise FileNotFoundError(f"{Path(folder) / CARD_FILE} ships no pretext head: its run did not save it; train the "
+                                "arm again with `python -m xaiutils pretrain-mri`")
+    recipe, task = card["recipe"], card["pretext_head"]["task"]
+    net = models.build_model(recipe["backbone"], n_classes=pretrain.n_outputs(task, recipe["n_bands"]),
+                             width=recipe["width"])
+    blocks = models.load_weights(Path(folder) / BLOCKS_FILE)
+    head = {key[len(PRETEXT_HEAD_PREFIX):]: value
+            for key, value in models.load_weights(Path(folder) / PRETEXT_HEAD_FILE).items()}
+    rest = {key: value for key, value in net.state_dict().items() if not key.startswith(("blocks.", "head."))}
+    if pretrain.TASK_KINDS[task] == "classification":
+        models.load_state_checked(net, {**blocks, **rest, **{f"head.{key}": value for key, value in head.items()}},
+                                  f"the shipped {task} network")
+        return net.eval()
+    models.load_state_checked(net, {**blocks, **rest, **{key: value for key, value in net.state_dict().items()
+                                                         if key.startswith("head.")}}, f"the shipped {task} blocks")
+    dense = pretrain.DenseHead(net, pretrain.n_outputs(task), recipe["image_size"], residual=task == "restoration")
+    models.load_state_checked(dense.projections, head, f"the shipped {task} head")
+    return dense.eval()
+
+
+def check_pretext(folder, card: dict, n_subjects: int = 2, seed: int = 7) -> dict:
+    """The shipped pretext network's metric on the slices of ``n_subjects`` *new* pseudo-subjects of each anatomy
+    of the recipe (drawn with ``seed``, not the recipe's), against the task's trivial baseline on the same slices:
+    what the card says, checked again without training. Returns ``{"task", "metric", "value", "baseline",
+    "beats_baseline", "slices"}`` (``beats_baseline`` by the recipe's margin)."""
+    import torch
+
+    from xaiutils.domain import train
+
+    recipe = card["recipe"]
+    if seed == recipe["seed"]:
+        raise ValueError(f"seed {seed} is the recipe's own: give another, so that the slices are new")
+    network = pretext_network(folder, card)
+    task = card["pretext_head"]["task"]
+    corpus = pretrain.pretrain_corpus(recipe["anatomies"], n_subjects, recipe["slices_per_subject"],
+                                      recipe["image_size"], n_bands=recipe["n_bands"], seed=seed, progress=False)
+    inputs, targets = pretrain.task_arrays(task, corpus, seed)
+    baseline = pretrain.task_baseline(task, inputs, targets)  # inside the brain: targets > 0, as in training
+    if pretrain.TASK_KINDS[task] == "classification":
+        value = train.classification_metrics(targets, train.predict_proba(network, inputs))["accuracy"]
+    else:
+        kind = pretrain.TASK_KINDS[task]
+        as_target = (lambda a: torch.as_tensor(a).long()) if kind == "segmentation" else train.as_tensor_images
+        value = pretrain.dense_scores(network, train.as_tensor_images(inputs), as_target(targets), task)[1]
+    return {"task": task, "metric": baseline["metric"], "value": float(value), "baseline": baseline["value"],
+            "beats_baseline": pretrain.beats_baseline(float(value), baseline, recipe["baseline_margin"]),
+            "slices": len(inputs)}
+
+
 def _plain(value):
     if isinstance(value, np.generic):
         return value.item()

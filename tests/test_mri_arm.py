@@ -112,6 +112,47 @@ def test_recipe_differences_name_each_setting_and_ignore_workers():
         f"epochs: shipped {recipe['epochs']!r}, here 2"]
 
 
+# ------------------------------------------------------------------------- each candidate pretext, at smoke scale
+
+# The book recipe (resolve("pretrain", "book")) at smoke scale: the same tasks, corpus code, network and training
+# code (task_selection.train_task), with 48² slices of 48 pseudo-subjects per anatomy (1,536 slices, about 1,380 for
+# training), 12 epochs at a peak rate of 1e-2. The recipe's margin (0.1) is reached only with its budget: measured
+# here (2 cores, AVX-512), synth segmentation came to 0.586 against a baseline of 0.502 (+0.084) in 51 s; with 16
+# epochs +0.095, at 64² +0.099. At smoke scale a task must beat its baseline by SMOKE_MARGIN: an accuracy 0.05 above
+# it, an error at most 0.95 times it.
+SMOKE_SCALE = {"image_size": 48, "n_subjects": 48, "epochs": 12, "lr": 1e-2, "patience": 12}
+SMOKE_MARGIN = 0.05
+
+
+@pytest.fixture(scope="module")
+def smoke_corpus():
+    recipe = {**resolve("pretrain", "book"), **SMOKE_SCALE}
+    slices = pretrain.pretrain_corpus(recipe["anatomies"], recipe["n_subjects"], recipe["slices_per_subject"],
+                                      recipe["image_size"], n_bands=recipe["n_bands"], seed=recipe["seed"],
+                                      progress=False)
+    return recipe, slices
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", resolve("pretrain", "book")["candidate_tasks"])
+def test_each_candidate_pretext_beats_its_baseline_on_held_out_subjects_at_smoke_scale(smoke_corpus, task, tmp_path):
+    """Each task the book's recipe trains learns what a trivial answer cannot: on the slices of pseudo-subjects it
+    never saw, it beats the most frequent class, or the corrupted input returned unchanged. About 50 s a task."""
+    from xaiutils.analysis import task_selection
+
+    recipe, slices = smoke_corpus
+    split = slices["metadata"]["split"].to_numpy()
+    train_rows, val_rows = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
+    assert len(val_rows) and not set(slices["metadata"]["subject"].iloc[train_rows]) & set(
+        slices["metadata"]["subject"].iloc[val_rows])
+    inputs, targets = pretrain.task_arrays(task, slices, recipe["seed"])
+    _, metric = task_selection.train_task(task, inputs, targets, train_rows, val_rows,
+                                          {**recipe, "baseline_margin": SMOKE_MARGIN}, tmp_path / task, "smoke",
+                                          progress=False)
+    assert metric["baseline"] == pretrain.task_baseline(task, inputs[val_rows], targets[val_rows])
+    assert metric["beats_baseline"], (task, metric["value"], metric["baseline"]["value"])
+
+
 # ------------------------------------------------------------------------------------ the shipped arm and its card
 
 

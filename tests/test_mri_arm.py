@@ -266,6 +266,18 @@ def test_the_book_compares_the_protocols_on_cells_of_its_grid():
     assert resolve("finetune", "study")["mode"] == "transfer_finetune"
 
 
+def test_the_study_trains_the_book_recipe_on_its_own_backbone_with_random_at_every_k():
+    """The study preset's in-domain arm is the shipped recipe on VGG-16 at 224² (a GPU job: no VGG-16 arm is shipped,
+    so notebook 2 trains it), and its grid holds the `random` control at each k of the pre-trained sources."""
+    study, book = resolve("pretrain", "study"), resolve("pretrain", "book")
+    changed = {line.split(":")[0] for line in mri_arm.recipe_differences(book, study)}
+    assert changed == {"backbone", "image_size", "lr"}, changed
+    assert study["backbone"] == "vgg16" and study["image_size"] == 224
+    grid = resolve("grid", "study")
+    assert grid["n_pretrained_blocks"]["random"] == grid["n_pretrained_blocks"]["mri"]
+    assert not (mri_arm.shipped_dir("vgg16", study["width"])).exists()
+
+
 # ----------------------------------------------------------------------------------- the anatomies and their cards
 
 

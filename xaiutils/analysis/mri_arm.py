@@ -208,8 +208,6 @@ def check_pretext(folder, card: dict, n_subjects: int = 2, seed: int = 7) -> dic
     of the recipe (drawn with ``seed``, not the recipe's), against the task's trivial baseline on the same slices:
     what the card says, checked again without training. Returns ``{"task", "metric", "value", "baseline",
     "beats_baseline", "slices"}`` (``beats_baseline`` by the recipe's margin)."""
-    import torch
-
     from xaiutils.domain import train
 
     recipe = card["recipe"]
@@ -224,9 +222,8 @@ def check_pretext(folder, card: dict, n_subjects: int = 2, seed: int = 7) -> dic
     if pretrain.TASK_KINDS[task] == "classification":
         value = train.classification_metrics(targets, train.predict_proba(network, inputs))["accuracy"]
     else:
-        kind = pretrain.TASK_KINDS[task]
-        as_target = (lambda a: torch.as_tensor(a).long()) if kind == "segmentation" else train.as_tensor_images
-        value = pretrain.dense_scores(network, train.as_tensor_images(inputs), as_target(targets), task)[1]
+        value = pretrain.dense_scores(network, train.as_tensor_images(inputs), pretrain.dense_targets(task, targets),
+                                      task)[1]
     return {"task": task, "metric": baseline["metric"], "value": float(value), "baseline": baseline["value"],
             "beats_baseline": pretrain.beats_baseline(float(value), baseline, recipe["baseline_margin"]),
             "slices": len(inputs)}

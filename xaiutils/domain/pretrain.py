@@ -353,8 +353,7 @@ def fit_dense(model: DenseHead, train_data: tuple, val_data: tuple, task: str, e
     check_choice("learning-rate schedule", lr_schedule, train.LR_SCHEDULES)
     x_train, x_val = train.as_tensor_images(train_data[0]), train.as_tensor_images(val_data[0])
     segmentation = TASK_KINDS[task] == "segmentation"
-    as_target = (lambda a: torch.as_tensor(np.asarray(a)).long()) if segmentation else train.as_tensor_images
-    y_train, y_val = as_target(train_data[1]), as_target(val_data[1])
+    y_train, y_val = dense_targets(task, train_data[1]), dense_targets(task, val_data[1])
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(trainable, lr=lr)
     steps = epochs * -(-len(x_train) // batch_size)
@@ -400,6 +399,14 @@ def fit_dense(model: DenseHead, train_data: tuple, val_data: tuple, task: str, e
                                "running": calibration["running"], "exact": calibration["recalibrated"]}
     history["seconds"] = round(time.perf_counter() - started, 3)
     return history
+
+
+def dense_targets(task: str, targets) -> torch.Tensor:
+    """A dense task's targets as the loss and :func:`dense_scores` take them: class indices (``long``) for
+    segmentation, images ``(n, 1, h, w)`` for restoration."""
+    if TASK_KINDS[task] == "segmentation":
+        return torch.as_tensor(np.asarray(targets)).long()
+    return train.as_tensor_images(targets)
 
 
 @torch.no_grad()
